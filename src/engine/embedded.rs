@@ -1,0 +1,472 @@
+//! The embedded backend: one tokio task that owns a [`LockTable`], sleeps
+//! until its next timer, and turns its output into replies, waiter
+//! notifications, watch events and durable commits.
+//!
+//! Every request is a [`Command`] on an unbounded channel. The task takes all
+//! commands that are waiting (up to [`MAX_BATCH`]), applies them, commits the
+//! resulting records in one journal transaction (one fsync: group commit),
+//! and only then answers. So nobody hears of a grant, renew or release that a
+//! crash could undo, and many concurrent clients share one fsync.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{
+    AcquireSpec, Engine, EngineError, EventStream, KeySummary, KeyView, LockEvent, Release,
+    Renewal, Target, WaitStream, WaitUpdate,
+    clock::Clock,
+    table::{Admission, LockTable, Notice, TableLimits, WaiterId},
+    types::FailReason,
+};
+use crate::store::{Journal, Snapshot};
+
+/// Commands applied before one commit, at most.
+pub const MAX_BATCH: usize = 4096;
+
+/// Indexes reserved per durable write of the index ceiling: the ceiling is
+/// written again only after this many new entries, not for every queued
+/// request. A restart skips at most this many indexes.
+pub const INDEX_RESERVATION: u64 = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// A request to the engine task.
+enum Command {
+    Acquire {
+        spec: AcquireSpec,
+        notices: mpsc::UnboundedSender<Notice>,
+        reply: Reply<(WaiterId, Admission)>,
+    },
+    Withdraw(WaiterId),
+    Renew {
+        key: String,
+        target: Target,
+        ttl_ms: u64,
+        reply: Reply<Renewal>,
+    },
+    Release {
+        key: String,
+        target: Target,
+        reply: Reply<Release>,
+    },
+    Get {
+        key: String,
+        reply: Reply<KeyView>,
+    },
+    List {
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        reply: Reply<Vec<KeySummary>>,
+    },
+}
+
+/// Settings of the embedded backend.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedConfig {
+    /// Bounds on entries and waiters.
+    pub limits: TableLimits,
+    /// Events buffered per watcher before it is cut off as lagging.
+    pub watch_buffer: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            limits: TableLimits::default(),
+            watch_buffer: 4096,
+        }
+    }
+}
+
+/// The handle the service layer holds; cheap to share.
+#[derive(Clone)]
+pub struct EmbeddedEngine {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Arc<LockEvent>>,
+}
+
+impl EmbeddedEngine {
+    /// An engine whose state lives in memory only.
+    pub fn in_memory(config: EmbeddedConfig) -> Self {
+        Self::start(config, None, Snapshot::default())
+    }
+
+    /// An engine restored from `snapshot` that commits every change to
+    /// `journal` before acknowledging it.
+    pub fn durable(config: EmbeddedConfig, journal: Box<dyn Journal>, snapshot: Snapshot) -> Self {
+        Self::start(config, Some(journal), snapshot)
+    }
+
+    fn start(
+        config: EmbeddedConfig,
+        journal: Option<Box<dyn Journal>>,
+        snapshot: Snapshot,
+    ) -> Self {
+        let clock = Clock::new();
+        let table = LockTable::restore(
+            config.limits,
+            snapshot.index_ceiling,
+            snapshot.holds,
+            clock.now(),
+        );
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(config.watch_buffer.max(1));
+        let task = Driver {
+            table,
+            clock,
+            journal,
+            index_ceiling: snapshot.index_ceiling,
+            notices: HashMap::new(),
+            events: events.clone(),
+        };
+        tokio::spawn(task.run(rx));
+        Self { commands, events }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> EngineError {
+    EngineError::Unavailable("the lock engine has stopped".into())
+}
+
+#[async_trait]
+impl Engine for EmbeddedEngine {
+    async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        let (notices, notice_rx) = mpsc::unbounded_channel();
+        let (waiter, admission) = self
+            .call(|reply| Command::Acquire {
+                spec,
+                notices,
+                reply,
+            })
+            .await?;
+        let guard = WithdrawGuard {
+            waiter,
+            commands: self.commands.clone(),
+        };
+        let first = match admission {
+            Admission::Granted(g) => WaitUpdate::Acquired(g),
+            Admission::Queued {
+                index,
+                position,
+                holder,
+            } => WaitUpdate::Queued {
+                index,
+                position,
+                holder,
+            },
+        };
+        let state = WaitState {
+            first: Some(first),
+            notices: notice_rx,
+            done: false,
+            _guard: guard,
+        };
+        let stream = futures::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
+            if let Some(first) = st.first.take() {
+                return Some((Ok(first), st));
+            }
+            let item = match st.notices.recv().await {
+                Some(Notice::Granted(g)) => Ok(WaitUpdate::Acquired(g)),
+                Some(Notice::Ended { index, reason }) => {
+                    st.done = true;
+                    Ok(WaitUpdate::Ended { index, reason })
+                }
+                Some(Notice::Failed { index, reason }) => {
+                    st.done = true;
+                    Err(match reason {
+                        FailReason::TimedOut => EngineError::TimedOut,
+                        FailReason::Released => EngineError::ReleasedWhileQueued(index),
+                    })
+                }
+                None => {
+                    st.done = true;
+                    Err(stopped())
+                }
+            };
+            Some((item, st))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
+        let key = key.to_owned();
+        self.call(|reply| Command::Renew {
+            key,
+            target,
+            ttl_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError> {
+        let key = key.to_owned();
+        self.call(|reply| Command::Release { key, target, reply })
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<KeyView, EngineError> {
+        let key = key.to_owned();
+        self.call(|reply| Command::Get { key, reply }).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeySummary>, EngineError> {
+        let prefix = prefix.to_owned();
+        let after = after.map(str::to_owned);
+        self.call(|reply| Command::List {
+            prefix,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
+        Ok(watch_stream(
+            self.events.subscribe(),
+            key.to_owned(),
+            prefix,
+        ))
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+/// A watch over a broadcast of every event: keeps those for `key` (or under
+/// it), and ends with [`EngineError::Lagged`] if the watcher fell behind.
+pub fn watch_stream(
+    rx: broadcast::Receiver<Arc<LockEvent>>,
+    key: String,
+    prefix: bool,
+) -> EventStream {
+    use broadcast::error::RecvError;
+    let stream = futures::stream::unfold(Some(rx), move |state| {
+        let key = key.clone();
+        async move {
+            let mut rx = state?;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let hit = if prefix {
+                            ev.key.starts_with(&key)
+                        } else {
+                            ev.key == key
+                        };
+                        if hit {
+                            return Some((Ok((*ev).clone()), Some(rx)));
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => return Some((Err(EngineError::Lagged(n)), None)),
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
+/// The state of one wait stream. The guard lives as long as the stream; on
+/// drop it withdraws the request.
+struct WaitState {
+    first: Option<WaitUpdate>,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    done: bool,
+    _guard: WithdrawGuard,
+}
+
+/// Withdraws a waiting request when its stream is dropped. Withdrawing a
+/// waiter that already ended or failed is a no-op, so it always fires.
+struct WithdrawGuard {
+    waiter: WaiterId,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Drop for WithdrawGuard {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Withdraw(self.waiter));
+    }
+}
+
+/// The engine task's state.
+struct Driver {
+    table: LockTable,
+    clock: Clock,
+    journal: Option<Box<dyn Journal>>,
+    /// Indexes below this are safe to hand out: the store keeps it.
+    index_ceiling: u64,
+    notices: HashMap<WaiterId, mpsc::UnboundedSender<Notice>>,
+    events: broadcast::Sender<Arc<LockEvent>>,
+}
+
+/// A reply held back until the batch it belongs to is durable.
+type Deferred = Box<dyn FnOnce() + Send>;
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        // Holds that expired while the server was down come out of restore.
+        if let Err(e) = self.flush(Vec::new()).await {
+            tracing::error!(error = %e, "could not commit expiries at start; engine stopped");
+            return;
+        }
+        loop {
+            let wake = self.table.next_timer().map(|at| self.clock.instant_at(at));
+            let first = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => break,
+                },
+                () = sleep_until(wake) => None,
+            };
+            let mut deferred: Vec<Deferred> = Vec::new();
+            if let Some(cmd) = first {
+                self.apply(cmd, &mut deferred);
+                while deferred.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(cmd) => self.apply(cmd, &mut deferred),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let now = self.clock.now();
+            self.table.advance(now);
+            if let Err(e) = self.flush(deferred).await {
+                tracing::error!(error = %e, "journal commit failed; engine stopped");
+                return;
+            }
+        }
+    }
+
+    /// Commits what the table produced, then tells everyone.
+    async fn flush(&mut self, deferred: Vec<Deferred>) -> Result<(), crate::store::StoreError> {
+        let out = self.table.take_output();
+        let next_index = self.table.next_index();
+        let ceiling = if next_index > self.index_ceiling {
+            next_index + INDEX_RESERVATION
+        } else {
+            self.index_ceiling
+        };
+        if let Some(mut journal) = self.journal.take()
+            && (!out.records.is_empty() || ceiling != self.index_ceiling)
+        {
+            let records = out.records;
+            let (journal, result) = tokio::task::spawn_blocking(move || {
+                let r = journal.commit(&records, ceiling);
+                (journal, r)
+            })
+            .await
+            .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
+            self.journal = Some(journal);
+            if let Err(e) = result {
+                // Nobody may hear of what was not stored.
+                for (_, tx) in self.notices.drain() {
+                    drop(tx);
+                }
+                return Err(e);
+            }
+        }
+        self.index_ceiling = ceiling;
+        for d in deferred {
+            d();
+        }
+        for (waiter, notice) in out.notices {
+            let terminal = !matches!(notice, Notice::Granted(_));
+            if let Some(tx) = self.notices.get(&waiter) {
+                let _ = tx.send(notice);
+            }
+            if terminal {
+                self.notices.remove(&waiter);
+            }
+        }
+        for ev in out.events {
+            let _ = self.events.send(Arc::new(ev));
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, cmd: Command, deferred: &mut Vec<Deferred>) {
+        let now = self.clock.now();
+        match cmd {
+            Command::Acquire {
+                spec,
+                notices,
+                reply,
+            } => {
+                let result = self.table.acquire(spec, now).map_err(EngineError::from);
+                if let Ok((waiter, _)) = &result {
+                    self.notices.insert(*waiter, notices);
+                }
+                deferred.push(Box::new(move || {
+                    let _ = reply.send(result);
+                }));
+            }
+            Command::Withdraw(waiter) => {
+                self.notices.remove(&waiter);
+                self.table.withdraw(waiter, now);
+            }
+            Command::Renew {
+                key,
+                target,
+                ttl_ms,
+                reply,
+            } => {
+                let r = self
+                    .table
+                    .renew(&key, &target, ttl_ms, now)
+                    .map_err(Into::into);
+                deferred.push(Box::new(move || {
+                    let _ = reply.send(r);
+                }));
+            }
+            Command::Release { key, target, reply } => {
+                let r = self.table.release(&key, &target, now).map_err(Into::into);
+                deferred.push(Box::new(move || {
+                    let _ = reply.send(r);
+                }));
+            }
+            Command::Get { key, reply } => {
+                let view = self.table.get(&key, now);
+                deferred.push(Box::new(move || {
+                    let _ = reply.send(Ok(view));
+                }));
+            }
+            Command::List {
+                prefix,
+                after,
+                limit,
+                reply,
+            } => {
+                let keys = self.table.list(&prefix, after.as_deref(), limit, now);
+                deferred.push(Box::new(move || {
+                    let _ = reply.send(Ok(keys));
+                }));
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

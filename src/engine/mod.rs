@@ -1,0 +1,56 @@
+//! The engine: the lock-queue contract behind one trait with two backends.
+//!
+//! The service layer talks only to [`Engine`]. The embedded backend
+//! ([`embedded`]) drives the clock-free [`table::LockTable`] from one tokio
+//! task and makes it durable through a [`store`](crate::store) journal; the
+//! etcd backend keeps the same contract on an etcd cluster.
+
+pub mod clock;
+pub mod embedded;
+pub mod error;
+pub mod table;
+pub mod types;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+pub use error::EngineError;
+pub use types::*;
+
+/// A stream of a waiting request's progress. Dropping it before acquisition
+/// withdraws the request, as a disconnecting client does.
+pub type WaitStream = Pin<Box<dyn Stream<Item = Result<WaitUpdate, EngineError>> + Send>>;
+
+/// A stream of changes for watchers.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<LockEvent, EngineError>> + Send>>;
+
+/// The contract of DESIGN.md, as every backend offers it to the service
+/// layer. Inputs are validated before they get here.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Queues for `spec.key` and reports progress. The first item says
+    /// whether the request was queued or acquired at once; errors that
+    /// refuse the request (limits, `timeout = 0` on a held lock) come back
+    /// here rather than in the stream.
+    async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError>;
+    /// Renews the entry `target` of `key` with `ttl_ms`.
+    async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError>;
+    /// Releases the entry `target` of `key`.
+    async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError>;
+    /// The holder and queue of `key`.
+    async fn get(&self, key: &str) -> Result<KeyView, EngineError>;
+    /// Keys in use under `prefix`, after `after`, at most `limit`.
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeySummary>, EngineError>;
+    /// Every change of `key` (or of every key under it, with `prefix`) from
+    /// now on.
+    async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError>;
+    /// The backend's name for status pages: `embedded` or `etcd`.
+    fn backend(&self) -> &'static str;
+}

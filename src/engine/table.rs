@@ -1,0 +1,921 @@
+//! The lock-queue contract as a pure, clock-free state machine.
+//!
+//! `LockTable` holds every key's FIFO queue and applies the contract of
+//! DESIGN.md: indexes, value joins, ttl deadlines, waiters that keep queued
+//! entries alive, timeouts, renew, release and immediate hand-over. It never
+//! reads a clock and performs no I/O: every operation takes `now`, and what
+//! the outside world must learn comes out as [`Output`] (notices for waiting
+//! requests, events for watchers, records for the durable store), drained by
+//! a driver. That keeps it deterministic, so property tests can run it over
+//! random histories (see the tests at the bottom and `tests/` for the model).
+//!
+//! Time only moves forward: an operation given an earlier `now` than one
+//! already seen acts at the later time. Every operation first fires the
+//! timers that are due, so an expired holder is never reported as holding,
+//! whether or not the driver's timer has woken yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use thiserror::Error;
+
+use super::types::{
+    AcquireSpec, EndReason, EventKind, FailReason, Grant, HolderView, KeySummary, KeyView,
+    LockEvent, QueuedView, Release, Renewal, Target, UnixMillis,
+};
+
+/// Identifies one waiting request (one open stream or HTTP request). Several
+/// waiters may share an entry when they joined it by value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaiterId(pub u64);
+
+/// The table's own bounds; the service layer bounds key and value sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableLimits {
+    /// Entries (holder plus queue) one key may have.
+    pub max_entries_per_key: usize,
+    /// Entries across all keys.
+    pub max_entries: usize,
+    /// Waiting requests across all keys.
+    pub max_waiters: usize,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        Self {
+            max_entries_per_key: 10_000,
+            max_entries: 1_000_000,
+            max_waiters: 1_000_000,
+        }
+    }
+}
+
+/// Why the table refused an operation.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum TableError {
+    /// Renew or release named an entry that does not exist.
+    #[error("no entry with {0} on this key")]
+    NotFound(String),
+    /// `timeout = 0` and the lock could not be had at once.
+    #[error("lock is held (index {holder_index}) and timeout 0 does not wait")]
+    NotImmediatelyAvailable {
+        /// The index holding the lock.
+        holder_index: u64,
+    },
+    /// A bound of [`TableLimits`] was reached.
+    #[error("{0}")]
+    LimitReached(String),
+}
+
+/// A message for one waiting request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The request's entry acquired the lock.
+    Granted(Grant),
+    /// The hold this request acquired ended; the waiter is forgotten.
+    Ended {
+        /// The hold's index.
+        index: u64,
+        /// Why.
+        reason: EndReason,
+    },
+    /// The request failed before acquiring; the waiter is forgotten.
+    Failed {
+        /// The entry's index.
+        index: u64,
+        /// Why.
+        reason: FailReason,
+    },
+}
+
+/// How an acquire was answered right away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The lock is this request's now (free, or its value already held it).
+    Granted(Grant),
+    /// The request waits behind the holder.
+    Queued {
+        /// The entry's index.
+        index: u64,
+        /// Entries ahead of it, counting the holder.
+        position: u64,
+        /// The holder at this moment.
+        holder: Option<HolderView>,
+    },
+}
+
+/// A change to durable state: what a crash must not lose. Only holds are
+/// durable; queued entries die with their connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// This hold exists with these fields (created or renewed).
+    Held(HeldRecord),
+    /// The hold with this index is gone.
+    Removed {
+        /// The hold's index.
+        index: u64,
+    },
+}
+
+/// A hold as it is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRecord {
+    /// The lock's name.
+    pub key: String,
+    /// The fencing token.
+    pub index: u64,
+    /// The holder's value.
+    pub value: Option<String>,
+    /// The hold's ttl.
+    pub ttl_ms: u64,
+    /// When it was acquired.
+    pub acquired_at: UnixMillis,
+    /// When it expires; `None` = never.
+    pub deadline: Option<UnixMillis>,
+}
+
+/// Everything the table produced since it was last drained, in order.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages for waiting requests.
+    pub notices: Vec<(WaiterId, Notice)>,
+    /// Changes for watchers.
+    pub events: Vec<LockEvent>,
+    /// Changes for the durable store, to commit before anyone hears of them.
+    pub records: Vec<Record>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    // Ordered before timeouts due at the same millisecond, so a waiter whose
+    // timeout falls on the instant the lock frees up gets the lock.
+    Expiry(u64),
+    WaitTimeout(WaiterId),
+}
+
+#[derive(Debug)]
+struct Hold {
+    acquired_at: UnixMillis,
+    deadline: Option<UnixMillis>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Option<String>,
+    ttl_ms: u64,
+    queued_at: UnixMillis,
+    hold: Option<Hold>,
+    /// Before acquisition: the requests keeping the entry alive. After: the
+    /// requests still listening for the end of the hold.
+    waiters: Vec<WaiterId>,
+}
+
+#[derive(Debug, Default)]
+struct KeyQueue {
+    /// Entries by index; index order is arrival order, so the first entry is
+    /// the head, and the head is always the holder.
+    entries: BTreeMap<u64, Entry>,
+    by_value: HashMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    key: String,
+    index: u64,
+    timeout_at: Option<UnixMillis>,
+}
+
+/// Every key's queue, and the rules that change them. See the module docs.
+#[derive(Debug)]
+pub struct LockTable {
+    keys: BTreeMap<String, KeyQueue>,
+    key_of_index: HashMap<u64, String>,
+    waiters: HashMap<WaiterId, Waiter>,
+    timers: BTreeSet<(UnixMillis, Timer)>,
+    next_index: u64,
+    next_waiter: u64,
+    now: UnixMillis,
+    limits: TableLimits,
+    out: Output,
+}
+
+impl LockTable {
+    /// An empty table whose first index is 1.
+    pub fn new(limits: TableLimits) -> Self {
+        Self {
+            keys: BTreeMap::new(),
+            key_of_index: HashMap::new(),
+            waiters: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_index: 1,
+            next_waiter: 1,
+            now: 0,
+            limits,
+            out: Output::default(),
+        }
+    }
+
+    /// Rebuilds a table from durable state: the holds that were stored and
+    /// the lowest index that may be handed out next. Holds whose deadline
+    /// passed before `now` expire at once (their records come out in the
+    /// output, to be committed like any other change).
+    pub fn restore(
+        limits: TableLimits,
+        next_index: u64,
+        holds: impl IntoIterator<Item = HeldRecord>,
+        now: UnixMillis,
+    ) -> Self {
+        let mut table = Self::new(limits);
+        table.next_index = next_index.max(1);
+        for h in holds {
+            table.next_index = table.next_index.max(h.index + 1);
+            if let Some(deadline) = h.deadline {
+                table.timers.insert((deadline, Timer::Expiry(h.index)));
+            }
+            let queue = table.keys.entry(h.key.clone()).or_default();
+            if let Some(v) = &h.value {
+                queue.by_value.insert(v.clone(), h.index);
+            }
+            queue.entries.insert(
+                h.index,
+                Entry {
+                    value: h.value,
+                    ttl_ms: h.ttl_ms,
+                    queued_at: h.acquired_at,
+                    hold: Some(Hold {
+                        acquired_at: h.acquired_at,
+                        deadline: h.deadline,
+                    }),
+                    waiters: Vec::new(),
+                },
+            );
+            table.key_of_index.insert(h.index, h.key);
+        }
+        table.advance(now);
+        table
+    }
+
+    /// The index the next new entry will get. Every index handed out so far
+    /// is below it; a durable store keeps it (or a ceiling above it).
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// The earliest moment at which [`advance`](Self::advance) has work to
+    /// do (an expiry or a waiter's timeout), if any.
+    pub fn next_timer(&self) -> Option<UnixMillis> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Number of entries across all keys.
+    pub fn entry_count(&self) -> usize {
+        self.key_of_index.len()
+    }
+
+    /// Number of waiting or listening requests.
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Takes what was produced since the last call.
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Moves time to `now` and fires every timer due by then, in order.
+    pub fn advance(&mut self, now: UnixMillis) {
+        self.now = self.now.max(now);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Expiry(index) => {
+                    if let Some(key) = self.key_of_index.get(&index).cloned() {
+                        self.remove_entry(&key, index, Removal::Expired, at);
+                    }
+                }
+                Timer::WaitTimeout(waiter) => self.time_out(waiter, at),
+            }
+        }
+    }
+
+    /// Joins `spec.key`'s queue, or joins the entry with the same value, or
+    /// renews the hold if the value is the holder's. On success the request
+    /// is a waiter until it is told it ended or failed, or is withdrawn.
+    pub fn acquire(
+        &mut self,
+        spec: AcquireSpec,
+        now: UnixMillis,
+    ) -> Result<(WaiterId, Admission), TableError> {
+        self.advance(now);
+        let now = self.now;
+        if self.waiters.len() >= self.limits.max_waiters {
+            return Err(TableError::LimitReached(format!(
+                "too many waiting requests (at most {})",
+                self.limits.max_waiters
+            )));
+        }
+        let existing = spec.value.as_ref().and_then(|v| {
+            self.keys
+                .get(&spec.key)
+                .and_then(|q| q.by_value.get(v).copied())
+        });
+        if let Some(index) = existing {
+            return self.join(spec, index, now);
+        }
+        let queue_len = self.keys.get(&spec.key).map_or(0, |q| q.entries.len());
+        if queue_len > 0 && spec.timeout_ms == Some(0) {
+            return Err(TableError::NotImmediatelyAvailable {
+                holder_index: self.head_index(&spec.key).unwrap_or_default(),
+            });
+        }
+        if queue_len >= self.limits.max_entries_per_key {
+            return Err(TableError::LimitReached(format!(
+                "key has too many entries (at most {})",
+                self.limits.max_entries_per_key
+            )));
+        }
+        if self.key_of_index.len() >= self.limits.max_entries {
+            return Err(TableError::LimitReached(format!(
+                "too many entries (at most {})",
+                self.limits.max_entries
+            )));
+        }
+
+        let index = self.next_index;
+        self.next_index += 1;
+        let waiter = self.new_waiter(&spec.key, index);
+        let queue = self.keys.entry(spec.key.clone()).or_default();
+        if let Some(v) = &spec.value {
+            queue.by_value.insert(v.clone(), index);
+        }
+        queue.entries.insert(
+            index,
+            Entry {
+                value: spec.value.clone(),
+                ttl_ms: spec.ttl_ms,
+                queued_at: now,
+                hold: None,
+                waiters: vec![waiter],
+            },
+        );
+        self.key_of_index.insert(index, spec.key.clone());
+
+        if queue_len == 0 {
+            // Free: this entry is the head and holds at once. Its waiter is
+            // granted in the reply, not through a notice.
+            let grant = self.start_hold(&spec.key, index, now);
+            self.emit(&spec.key, EventKind::Acquired, index, now);
+            Ok((waiter, Admission::Granted(grant)))
+        } else {
+            if let Some(t) = spec.timeout_ms {
+                self.set_wait_timeout(waiter, now.saturating_add(t));
+            }
+            self.emit(&spec.key, EventKind::Queued, index, now);
+            Ok((
+                waiter,
+                Admission::Queued {
+                    index,
+                    position: queue_len as u64,
+                    holder: self.holder_view(&spec.key),
+                },
+            ))
+        }
+    }
+
+    /// A request with the same value as entry `index`: renew if it holds,
+    /// otherwise wait on it too.
+    fn join(
+        &mut self,
+        spec: AcquireSpec,
+        index: u64,
+        now: UnixMillis,
+    ) -> Result<(WaiterId, Admission), TableError> {
+        let is_holder = self.head_index(&spec.key) == Some(index);
+        if !is_holder && spec.timeout_ms == Some(0) {
+            return Err(TableError::NotImmediatelyAvailable {
+                holder_index: self.head_index(&spec.key).unwrap_or_default(),
+            });
+        }
+        let waiter = self.new_waiter(&spec.key, index);
+        if let Some(e) = self.entry_mut(&spec.key, index) {
+            e.waiters.push(waiter);
+        }
+        if is_holder {
+            let renewal = self.renew_entry(&spec.key, index, spec.ttl_ms, now);
+            let grant = Grant {
+                index,
+                ttl_ms: spec.ttl_ms,
+                deadline: renewal.deadline,
+            };
+            return Ok((waiter, Admission::Granted(grant)));
+        }
+        if let Some(t) = spec.timeout_ms {
+            self.set_wait_timeout(waiter, now.saturating_add(t));
+        }
+        // The newest request's ttl is the one the entry will be held with,
+        // as a renew of a queued entry would set it.
+        let _ = self.renew_entry(&spec.key, index, spec.ttl_ms, now);
+        let position = self
+            .keys
+            .get(&spec.key)
+            .map_or(0, |q| q.entries.range(..index).count() as u64);
+        Ok((
+            waiter,
+            Admission::Queued {
+                index,
+                position,
+                holder: self.holder_view(&spec.key),
+            },
+        ))
+    }
+
+    /// The request went away (disconnect, cancelled stream). Before
+    /// acquisition its entry dies with its last waiter; after, nothing
+    /// changes but that nobody listens. Unknown waiters are ignored.
+    pub fn withdraw(&mut self, waiter: WaiterId, now: UnixMillis) {
+        self.advance(now);
+        let now = self.now;
+        let Some(w) = self.waiters.remove(&waiter) else {
+            return;
+        };
+        if let Some(at) = w.timeout_at {
+            self.timers.remove(&(at, Timer::WaitTimeout(waiter)));
+        }
+        self.detach(&w.key, w.index, waiter, now);
+    }
+
+    /// Renews the entry named by `target`: a holder's deadline becomes
+    /// `now + ttl_ms` (never, for 0); a queued entry will be held with
+    /// `ttl_ms`.
+    pub fn renew(
+        &mut self,
+        key: &str,
+        target: &Target,
+        ttl_ms: u64,
+        now: UnixMillis,
+    ) -> Result<Renewal, TableError> {
+        self.advance(now);
+        let index = self.find(key, target)?;
+        Ok(self.renew_entry(key, index, ttl_ms, self.now))
+    }
+
+    /// Removes the entry named by `target`. A holder's listeners hear it
+    /// ended and the next entry holds at once; a queued entry's waiters fail.
+    pub fn release(
+        &mut self,
+        key: &str,
+        target: &Target,
+        now: UnixMillis,
+    ) -> Result<Release, TableError> {
+        self.advance(now);
+        let index = self.find(key, target)?;
+        let was_holder = self.head_index(key) == Some(index);
+        self.remove_entry(key, index, Removal::Released, self.now);
+        Ok(Release { index, was_holder })
+    }
+
+    /// The key's holder and queue at `now`. A key never used reads as free.
+    pub fn get(&mut self, key: &str, now: UnixMillis) -> KeyView {
+        self.advance(now);
+        let Some(queue) = self.keys.get(key) else {
+            return KeyView::default();
+        };
+        KeyView {
+            holder: self.holder_view(key),
+            queue: queue
+                .entries
+                .iter()
+                .filter(|(_, e)| e.hold.is_none())
+                .map(|(&index, e)| QueuedView {
+                    index,
+                    value: e.value.clone(),
+                    ttl_ms: e.ttl_ms,
+                    queued_at: e.queued_at,
+                    waiters: e.waiters.len() as u64,
+                })
+                .collect(),
+        }
+    }
+
+    /// Up to `limit` keys in use that start with `prefix` and sort after
+    /// `after`, in key order.
+    pub fn list(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now: UnixMillis,
+    ) -> Vec<KeySummary> {
+        use std::ops::Bound;
+        self.advance(now);
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        self.keys
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, q)| KeySummary {
+                key: k.clone(),
+                holder: self.holder_view(k),
+                queue_length: q.entries.len().saturating_sub(1) as u64,
+            })
+            .collect()
+    }
+
+    /// The key's holder, without moving time.
+    pub fn holder_view(&self, key: &str) -> Option<HolderView> {
+        let (&index, e) = self.keys.get(key)?.entries.first_key_value()?;
+        let hold = e.hold.as_ref()?;
+        Some(HolderView {
+            index,
+            value: e.value.clone(),
+            ttl_ms: e.ttl_ms,
+            acquired_at: hold.acquired_at,
+            deadline: hold.deadline,
+        })
+    }
+
+    fn head_index(&self, key: &str) -> Option<u64> {
+        self.keys
+            .get(key)
+            .and_then(|q| q.entries.first_key_value())
+            .map(|(&i, _)| i)
+    }
+
+    fn entry_mut(&mut self, key: &str, index: u64) -> Option<&mut Entry> {
+        self.keys.get_mut(key)?.entries.get_mut(&index)
+    }
+
+    fn find(&self, key: &str, target: &Target) -> Result<u64, TableError> {
+        let queue = self.keys.get(key);
+        match target {
+            Target::Index(i) => queue
+                .filter(|q| q.entries.contains_key(i))
+                .map(|_| *i)
+                .ok_or_else(|| TableError::NotFound(format!("index {i}"))),
+            Target::Value(v) => queue
+                .and_then(|q| q.by_value.get(v).copied())
+                .ok_or_else(|| TableError::NotFound(format!("value {v:?}"))),
+        }
+    }
+
+    fn new_waiter(&mut self, key: &str, index: u64) -> WaiterId {
+        let id = WaiterId(self.next_waiter);
+        self.next_waiter += 1;
+        self.waiters.insert(
+            id,
+            Waiter {
+                key: key.to_owned(),
+                index,
+                timeout_at: None,
+            },
+        );
+        id
+    }
+
+    fn set_wait_timeout(&mut self, waiter: WaiterId, at: UnixMillis) {
+        if let Some(w) = self.waiters.get_mut(&waiter) {
+            w.timeout_at = Some(at);
+            self.timers.insert((at, Timer::WaitTimeout(waiter)));
+        }
+    }
+
+    fn time_out(&mut self, waiter: WaiterId, at: UnixMillis) {
+        let Some(w) = self.waiters.remove(&waiter) else {
+            return;
+        };
+        self.out.notices.push((
+            waiter,
+            Notice::Failed {
+                index: w.index,
+                reason: FailReason::TimedOut,
+            },
+        ));
+        self.detach(&w.key, w.index, waiter, at);
+    }
+
+    /// Takes `waiter` off its entry; a queued entry left with no waiter dies.
+    fn detach(&mut self, key: &str, index: u64, waiter: WaiterId, now: UnixMillis) {
+        let Some(e) = self.entry_mut(key, index) else {
+            return;
+        };
+        e.waiters.retain(|&w| w != waiter);
+        if e.hold.is_none() && e.waiters.is_empty() {
+            self.remove_entry(key, index, Removal::Cancelled, now);
+        }
+    }
+
+    fn renew_entry(&mut self, key: &str, index: u64, ttl_ms: u64, now: UnixMillis) -> Renewal {
+        let Some(e) = self.entry_mut(key, index) else {
+            return Renewal {
+                index,
+                held: false,
+                deadline: None,
+            };
+        };
+        e.ttl_ms = ttl_ms;
+        let (old, new, acquired_at) = match e.hold.as_mut() {
+            Some(hold) => {
+                let old = hold.deadline;
+                hold.deadline = deadline_after(now, ttl_ms);
+                (old, hold.deadline, Some(hold.acquired_at))
+            }
+            None => (None, None, None),
+        };
+        let value = e.value.clone();
+        if let Some(old) = old {
+            self.timers.remove(&(old, Timer::Expiry(index)));
+        }
+        if let Some(new) = new {
+            self.timers.insert((new, Timer::Expiry(index)));
+        }
+        if let Some(acquired_at) = acquired_at {
+            self.out.records.push(Record::Held(HeldRecord {
+                key: key.to_owned(),
+                index,
+                value,
+                ttl_ms,
+                acquired_at,
+                deadline: new,
+            }));
+        }
+        self.emit(key, EventKind::Renewed, index, now);
+        Renewal {
+            index,
+            held: acquired_at.is_some(),
+            deadline: new,
+        }
+    }
+
+    /// Makes the head entry `index` the holder and returns its grant. The
+    /// caller tells its waiters.
+    fn start_hold(&mut self, key: &str, index: u64, now: UnixMillis) -> Grant {
+        let Some(e) = self.entry_mut(key, index) else {
+            return Grant {
+                index,
+                ttl_ms: 0,
+                deadline: None,
+            };
+        };
+        let deadline = deadline_after(now, e.ttl_ms);
+        e.hold = Some(Hold {
+            acquired_at: now,
+            deadline,
+        });
+        let grant = Grant {
+            index,
+            ttl_ms: e.ttl_ms,
+            deadline,
+        };
+        let record = HeldRecord {
+            key: key.to_owned(),
+            index,
+            value: e.value.clone(),
+            ttl_ms: e.ttl_ms,
+            acquired_at: now,
+            deadline,
+        };
+        let waiters = e.waiters.clone();
+        if let Some(d) = deadline {
+            self.timers.insert((d, Timer::Expiry(index)));
+        }
+        // Waiting is over for everyone on this entry: their timeouts no
+        // longer apply.
+        for w in waiters {
+            if let Some(state) = self.waiters.get_mut(&w)
+                && let Some(at) = state.timeout_at.take()
+            {
+                self.timers.remove(&(at, Timer::WaitTimeout(w)));
+            }
+        }
+        self.out.records.push(Record::Held(record));
+        grant
+    }
+
+    fn remove_entry(&mut self, key: &str, index: u64, removal: Removal, now: UnixMillis) {
+        let Some(queue) = self.keys.get_mut(key) else {
+            return;
+        };
+        let was_head = queue.entries.first_key_value().map(|(&i, _)| i) == Some(index);
+        let Some(entry) = queue.entries.remove(&index) else {
+            return;
+        };
+        if let Some(v) = &entry.value {
+            queue.by_value.remove(v);
+        }
+        let next_head = if was_head {
+            queue.entries.first_key_value().map(|(&i, _)| i)
+        } else {
+            None
+        };
+        if queue.entries.is_empty() {
+            self.keys.remove(key);
+        }
+        self.key_of_index.remove(&index);
+
+        // Tell the entry's own waiters.
+        for w in &entry.waiters {
+            if let Some(state) = self.waiters.remove(w)
+                && let Some(at) = state.timeout_at
+            {
+                self.timers.remove(&(at, Timer::WaitTimeout(*w)));
+            }
+            let notice = match (&entry.hold, removal) {
+                (Some(_), Removal::Expired) => Notice::Ended {
+                    index,
+                    reason: EndReason::Expired,
+                },
+                (Some(_), _) => Notice::Ended {
+                    index,
+                    reason: EndReason::Released,
+                },
+                (None, _) => Notice::Failed {
+                    index,
+                    reason: FailReason::Released,
+                },
+            };
+            self.out.notices.push((*w, notice));
+        }
+        if let Some(hold) = &entry.hold {
+            if let Some(d) = hold.deadline {
+                self.timers.remove(&(d, Timer::Expiry(index)));
+            }
+            self.out.records.push(Record::Removed { index });
+        }
+
+        // Hand over at once, then report both steps with the new holder.
+        let grant = next_head.map(|next| (next, self.start_hold(key, next, now)));
+        let kind = match removal {
+            Removal::Released => EventKind::Released,
+            Removal::Expired => EventKind::Expired,
+            Removal::Cancelled => EventKind::Cancelled,
+        };
+        self.push_event(key, kind, index, entry.value, entry.ttl_ms, now);
+        if let Some((next, grant)) = grant {
+            let waiters = self
+                .keys
+                .get(key)
+                .and_then(|q| q.entries.get(&next))
+                .map(|e| e.waiters.clone())
+                .unwrap_or_default();
+            for w in waiters {
+                self.out.notices.push((w, Notice::Granted(grant)));
+            }
+            self.emit(key, EventKind::Acquired, next, now);
+        }
+    }
+
+    fn emit(&mut self, key: &str, kind: EventKind, index: u64, now: UnixMillis) {
+        let (value, ttl_ms) = self
+            .keys
+            .get(key)
+            .and_then(|q| q.entries.get(&index))
+            .map(|e| (e.value.clone(), e.ttl_ms))
+            .unwrap_or((None, 0));
+        self.push_event(key, kind, index, value, ttl_ms, now);
+    }
+
+    fn push_event(
+        &mut self,
+        key: &str,
+        kind: EventKind,
+        index: u64,
+        value: Option<String>,
+        ttl_ms: u64,
+        at: UnixMillis,
+    ) {
+        let queue_length = self
+            .keys
+            .get(key)
+            .map_or(0, |q| q.entries.len().saturating_sub(1) as u64);
+        self.out.events.push(LockEvent {
+            key: key.to_owned(),
+            kind,
+            index,
+            value,
+            ttl_ms,
+            at,
+            holder: self.holder_view(key),
+            queue_length,
+        });
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    Released,
+    Expired,
+    Cancelled,
+}
+
+fn deadline_after(now: UnixMillis, ttl_ms: u64) -> Option<UnixMillis> {
+    (ttl_ms > 0).then(|| now.saturating_add(ttl_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(key: &str, value: Option<&str>, ttl_ms: u64, timeout_ms: Option<u64>) -> AcquireSpec {
+        AcquireSpec {
+            key: key.into(),
+            value: value.map(Into::into),
+            ttl_ms,
+            timeout_ms,
+        }
+    }
+
+    fn table() -> LockTable {
+        LockTable::new(TableLimits::default())
+    }
+
+    #[test]
+    fn free_lock_is_granted_and_second_request_queues() {
+        let mut t = table();
+        let (_, a) = t.acquire(spec("k", None, 1000, None), 10).unwrap();
+        assert_eq!(
+            a,
+            Admission::Granted(Grant {
+                index: 1,
+                ttl_ms: 1000,
+                deadline: Some(1010)
+            })
+        );
+        let (_, b) = t.acquire(spec("k", None, 1000, None), 20).unwrap();
+        assert!(matches!(
+            b,
+            Admission::Queued {
+                index: 2,
+                position: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn expiry_hands_over_exactly_at_the_deadline() {
+        let mut t = table();
+        t.acquire(spec("k", None, 100, None), 0).unwrap();
+        let (w2, _) = t.acquire(spec("k", None, 100, None), 1).unwrap();
+        t.take_output();
+        t.advance(99);
+        assert_eq!(t.holder_view("k").unwrap().index, 1);
+        t.advance(100);
+        assert_eq!(t.holder_view("k").unwrap().index, 2);
+        let out = t.take_output();
+        assert!(out.notices.contains(&(
+            w2,
+            Notice::Granted(Grant {
+                index: 2,
+                ttl_ms: 100,
+                deadline: Some(200)
+            })
+        )));
+    }
+
+    #[test]
+    fn released_queued_entry_fails_its_waiters() {
+        let mut t = table();
+        t.acquire(spec("k", None, 0, None), 0).unwrap();
+        let (w, _) = t.acquire(spec("k", Some("v"), 0, None), 0).unwrap();
+        let r = t.release("k", &Target::Value("v".into()), 5).unwrap();
+        assert!(!r.was_holder);
+        let out = t.take_output();
+        assert!(out.notices.contains(&(
+            w,
+            Notice::Failed {
+                index: 2,
+                reason: FailReason::Released
+            }
+        )));
+        assert_eq!(t.holder_view("k").unwrap().index, 1);
+    }
+
+    #[test]
+    fn restore_expires_holds_whose_deadline_passed() {
+        let held = |index, deadline| HeldRecord {
+            key: format!("k{index}"),
+            index,
+            value: None,
+            ttl_ms: 10,
+            acquired_at: 0,
+            deadline,
+        };
+        let mut t = LockTable::restore(
+            TableLimits::default(),
+            5,
+            [held(3, Some(50)), held(4, Some(500)), held(7, None)],
+            100,
+        );
+        assert_eq!(t.next_index(), 8);
+        assert!(t.holder_view("k3").is_none());
+        assert!(t.holder_view("k4").is_some());
+        assert!(t.holder_view("k7").is_some());
+        let out = t.take_output();
+        assert_eq!(out.records, vec![Record::Removed { index: 3 }]);
+    }
+}

@@ -1,0 +1,19 @@
+//! The HTTP surface on the shared port: etcd's `/mod/v2` API, the JSON
+//! gateway, the dashboard. It never re-implements lock semantics: every
+//! handler calls the service layer.
+
+pub mod cors;
+pub mod dashboard;
+
+use axum::Router;
+
+use crate::service::Service;
+
+/// Everything served over plain HTTP, with CORS as configured.
+pub fn router(service: Service, cors_origins: &[String]) -> Result<Router, cors::CorsError> {
+    let router = Router::new().merge(dashboard::router()).with_state(service);
+    Ok(match cors::layer(cors_origins)? {
+        Some(layer) => router.layer(layer),
+        None => router,
+    })
+}

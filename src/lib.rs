@@ -1,0 +1,15 @@
+//! baton: a fair lock and leader-election service.
+//!
+//! Layers, top to bottom (nothing calls upward): the transport
+//! ([`server`]) serves the surfaces [`grpc`] and [`http`] on one port; they
+//! call the [`service`] layer, which validates requests and maps them onto
+//! the [`engine`], whose embedded backend is made durable by [`store`].
+
+pub mod config;
+pub mod engine;
+pub mod grpc;
+pub mod http;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,122 @@
+//! The transport: one listener for gRPC (h2c) and HTTP/1.1 alike, clean
+//! shutdown on SIGINT/SIGTERM.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Backend, ServeArgs},
+    engine::{Engine, embedded::EmbeddedEngine},
+    grpc, http,
+    service::Service,
+};
+
+/// How long open connections get to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC services could not be set up.
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcSetupError),
+    /// `--cors` was malformed.
+    #[error(transparent)]
+    Cors(#[from] http::cors::CorsError),
+    /// The chosen backend or store could not start.
+    #[error("{0}")]
+    Backend(String),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds the engine the flags ask for.
+pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
+    match args.backend {
+        Backend::Embedded if args.memory => {
+            Ok(Arc::new(EmbeddedEngine::in_memory(args.embedded_config())))
+        }
+        Backend::Embedded => Err(ServerError::Backend(
+            "the durable store is not available yet: run with --memory".into(),
+        )),
+        Backend::Etcd => Err(ServerError::Backend(
+            "the etcd backend is not available yet".into(),
+        )),
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then ends open streams and stops.
+pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let engine = engine(&args)?;
+    let service = Service::new(engine, args.service_limits(), shutdown.clone());
+    let http = http::router(service.clone(), &args.cors)?;
+    let app = grpc::routes(service)?
+        .prepare()
+        .into_axum_router()
+        .fallback_service(http);
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, backend = ?args.backend, "baton listening");
+    // A line for scripts and tests that start baton on port 0.
+    println!("baton listening on http://{local}");
+
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.cancelled().await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => return r.map_err(ServerError::from),
+        () = shutdown.cancelled() => {}
+    }
+    tracing::info!("shutting down");
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(r) => r.map_err(ServerError::from),
+        Err(_) => {
+            tracing::warn!("connections still open after the grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

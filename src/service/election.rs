@@ -1,0 +1,121 @@
+//! The `baton.v1.Election` operations: the lock contract with value = the
+//! candidate's name, on the same keys.
+
+use futures::StreamExt;
+
+use super::{Service, ServiceError, ServiceStream, convert, lock::next_token};
+use crate::engine::{AcquireSpec, HolderView, Target, WaitUpdate};
+use crate::proto::v1::{self as pb, campaign_event::Event};
+
+impl Service {
+    /// Election.Campaign.
+    pub async fn campaign(
+        &self,
+        req: pb::CampaignRequest,
+    ) -> Result<ServiceStream<pb::CampaignEvent>, ServiceError> {
+        let spec = AcquireSpec {
+            key: self.key("election", &req.election)?,
+            value: Some(self.name(&req.name)?),
+            ttl_ms: self.ttl(req.ttl_ms)?,
+            timeout_ms: req.timeout_ms,
+        };
+        let permit = self.stream_permit()?;
+        let updates = self.engine.wait(spec).await?;
+        let events = updates.map(|u| {
+            let event = match u? {
+                WaitUpdate::Queued {
+                    index,
+                    position,
+                    holder,
+                } => Event::Queued(pb::Queued {
+                    index,
+                    position,
+                    holder: holder.map(|h| convert::holder(&h, convert::wall_now())),
+                }),
+                WaitUpdate::Acquired(g) => Event::Elected(convert::acquired(&g)),
+                WaitUpdate::Ended { index, reason } => Event::Ended(convert::ended(index, reason)),
+            };
+            Ok(pb::CampaignEvent { event: Some(event) })
+        });
+        Ok(self.guard(events, permit))
+    }
+
+    /// Election.Leader.
+    pub async fn leader(&self, req: pb::LeaderRequest) -> Result<pb::LeaderResponse, ServiceError> {
+        let election = self.key("election", &req.election)?;
+        let view = self.engine.get(&election).await?;
+        Ok(leader_response(election, view.holder.as_ref()))
+    }
+
+    /// Election.Observe: the leader now, then every change of leader.
+    pub async fn observe(
+        &self,
+        req: pb::ObserveRequest,
+    ) -> Result<ServiceStream<pb::LeaderResponse>, ServiceError> {
+        let election = self.key("election", &req.election)?;
+        let permit = self.stream_permit()?;
+        // Watch first, then read, so no change falls between the two.
+        let events = self.engine.watch(&election, false).await?;
+        let now = self.engine.get(&election).await?;
+        let first = leader_response(election.clone(), now.holder.as_ref());
+        let mut last = now.holder.map(|h| h.index);
+        let changes = events.filter_map(move |e| {
+            let out = match e {
+                Ok(e) => {
+                    let index = e.holder.as_ref().map(|h| h.index);
+                    (index != last).then(|| {
+                        last = index;
+                        Ok(leader_response(election.clone(), e.holder.as_ref()))
+                    })
+                }
+                Err(e) => Some(Err(ServiceError::from(e))),
+            };
+            futures::future::ready(out)
+        });
+        let stream = futures::stream::once(futures::future::ready(Ok(first))).chain(changes);
+        Ok(self.guard(stream, permit))
+    }
+
+    /// Election.Resign.
+    pub async fn resign(&self, req: pb::ResignRequest) -> Result<pb::ResignResponse, ServiceError> {
+        let election = self.key("election", &req.election)?;
+        let name = self.name(&req.name)?;
+        let r = self.engine.release(&election, Target::Value(name)).await?;
+        Ok(pb::ResignResponse {
+            index: r.index,
+            was_leader: r.was_holder,
+        })
+    }
+
+    /// Election.List.
+    pub async fn list_elections(
+        &self,
+        req: pb::ListElectionsRequest,
+    ) -> Result<pb::ListElectionsResponse, ServiceError> {
+        let (size, after) = self.page(req.page_size, &req.page_token);
+        let mut keys = self
+            .engine
+            .list(&req.prefix, after.as_deref(), size + 1)
+            .await?;
+        let next_page_token = next_token(&mut keys, size, |k| &k.key);
+        Ok(pb::ListElectionsResponse {
+            elections: keys
+                .into_iter()
+                .map(|k| leader_response(k.key, k.holder.as_ref()))
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    fn name(&self, name: &str) -> Result<String, ServiceError> {
+        self.value("name", name)?
+            .ok_or_else(|| ServiceError::InvalidArgument("name is required".into()))
+    }
+}
+
+fn leader_response(election: String, holder: Option<&HolderView>) -> pb::LeaderResponse {
+    pb::LeaderResponse {
+        election,
+        leader: holder.map(convert::leader),
+    }
+}

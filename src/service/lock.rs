@@ -1,0 +1,143 @@
+//! The `baton.v1.Lock` operations.
+
+use futures::StreamExt;
+
+use super::{Service, ServiceError, ServiceStream, convert};
+use crate::engine::{AcquireSpec, WaitUpdate};
+use crate::proto::v1::{self as pb, wait_event::Event};
+
+impl Service {
+    /// Lock.Wait: queue for a key and stream progress.
+    pub async fn wait(
+        &self,
+        req: pb::WaitRequest,
+    ) -> Result<ServiceStream<pb::WaitEvent>, ServiceError> {
+        let spec = AcquireSpec {
+            key: self.key("key", &req.key)?,
+            value: self.value("value", &req.value)?,
+            ttl_ms: self.ttl(req.ttl_ms)?,
+            timeout_ms: req.timeout_ms,
+        };
+        let permit = self.stream_permit()?;
+        let updates = self.engine.wait(spec).await?;
+        let events = updates.map(|u| {
+            let event = match u? {
+                WaitUpdate::Queued {
+                    index,
+                    position,
+                    holder,
+                } => Event::Queued(pb::Queued {
+                    index,
+                    position,
+                    holder: holder.map(|h| convert::holder(&h, convert::wall_now())),
+                }),
+                WaitUpdate::Acquired(g) => Event::Acquired(convert::acquired(&g)),
+                WaitUpdate::Ended { index, reason } => Event::Ended(convert::ended(index, reason)),
+            };
+            Ok(pb::WaitEvent { event: Some(event) })
+        });
+        Ok(self.guard(events, permit))
+    }
+
+    /// Lock.Renew.
+    pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, ServiceError> {
+        use pb::renew_request::Target as T;
+        let key = self.key("key", &req.key)?;
+        let target = match &req.target {
+            Some(T::Index(i)) => self.target(Some(*i), None)?,
+            Some(T::Value(v)) => self.target(None, Some(v))?,
+            None => self.target(None, None)?,
+        };
+        let r = self
+            .engine
+            .renew(&key, target, self.ttl(req.ttl_ms)?)
+            .await?;
+        Ok(pb::RenewResponse {
+            index: r.index,
+            held: r.held,
+            deadline_unix_ms: r.deadline.unwrap_or(0),
+        })
+    }
+
+    /// Lock.Release.
+    pub async fn release(
+        &self,
+        req: pb::ReleaseRequest,
+    ) -> Result<pb::ReleaseResponse, ServiceError> {
+        use pb::release_request::Target as T;
+        let key = self.key("key", &req.key)?;
+        let target = match &req.target {
+            Some(T::Index(i)) => self.target(Some(*i), None)?,
+            Some(T::Value(v)) => self.target(None, Some(v))?,
+            None => self.target(None, None)?,
+        };
+        let r = self.engine.release(&key, target).await?;
+        Ok(pb::ReleaseResponse {
+            index: r.index,
+            was_holder: r.was_holder,
+        })
+    }
+
+    /// Lock.Get.
+    pub async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ServiceError> {
+        let key = self.key("key", &req.key)?;
+        let view = self.engine.get(&key).await?;
+        let now = convert::wall_now();
+        Ok(pb::GetResponse {
+            key,
+            holder: view.holder.as_ref().map(|h| convert::holder(h, now)),
+            queue: view.queue.iter().map(convert::queued_entry).collect(),
+        })
+    }
+
+    /// Lock.List.
+    pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
+        let (size, after) = self.page(req.page_size, &req.page_token);
+        let mut keys = self
+            .engine
+            .list(&req.prefix, after.as_deref(), size + 1)
+            .await?;
+        let next_page_token = next_token(&mut keys, size, |k| &k.key);
+        let now = convert::wall_now();
+        Ok(pb::ListResponse {
+            keys: keys
+                .iter()
+                .map(|k| pb::KeySummary {
+                    key: k.key.clone(),
+                    holder: k.holder.as_ref().map(|h| convert::holder(h, now)),
+                    queue_length: k.queue_length,
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    /// Lock.Watch.
+    pub async fn watch(
+        &self,
+        req: pb::WatchRequest,
+    ) -> Result<ServiceStream<pb::LockEvent>, ServiceError> {
+        if !req.prefix {
+            self.key("key", &req.key)?;
+        }
+        let permit = self.stream_permit()?;
+        let events = self.engine.watch(&req.key, req.prefix).await?;
+        let events = events.map(|e| Ok(convert::event(&e?, convert::wall_now())));
+        Ok(self.guard(events, permit))
+    }
+}
+
+/// Cuts a page fetched with one extra item back to `size`, returning the
+/// token for the next page (the last key) if there is one.
+pub(super) fn next_token<T>(
+    items: &mut Vec<T>,
+    size: usize,
+    key: impl Fn(&T) -> &String,
+) -> String {
+    if items.len() > size {
+        items.truncate(size);
+        items.last().map(|i| key(i).clone()).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}

@@ -1,0 +1,195 @@
+//! The service layer: validates requests, applies limits, and maps the API
+//! (proto messages) onto [`Engine`] calls. gRPC, the JSON gateway and
+//! `/mod/v2` all call this layer; none of them implements lock semantics.
+
+pub mod convert;
+pub mod election;
+pub mod error;
+pub mod lock;
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Target};
+pub use error::ServiceError;
+
+/// A server stream of API messages.
+pub type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, ServiceError>> + Send>>;
+
+/// Bounds on what one request may ask for. Each is a command-line flag.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest value (or candidate name), in bytes.
+    pub max_value_bytes: usize,
+    /// Longest ttl, in milliseconds.
+    pub max_ttl_ms: u64,
+    /// Open server streams (waits, watches, observes) at once.
+    pub max_streams: usize,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 4096,
+            max_value_bytes: 4096,
+            max_ttl_ms: 365 * 24 * 3600 * 1000,
+            max_streams: 100_000,
+        }
+    }
+}
+
+/// The largest page `List` returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The page size when a `List` request gives none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// The lock and election service over one engine.
+#[derive(Clone)]
+pub struct Service {
+    engine: Arc<dyn Engine>,
+    limits: ServiceLimits,
+    streams: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    started_at: std::time::Instant,
+}
+
+impl Service {
+    /// A service over `engine`. Cancelling `shutdown` ends every open stream
+    /// with UNAVAILABLE.
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        limits: ServiceLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            engine,
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            limits,
+            shutdown,
+            started_at: std::time::Instant::now(),
+        }
+    }
+
+    /// The backend's name (`embedded` or `etcd`).
+    pub fn backend(&self) -> &'static str {
+        self.engine.backend()
+    }
+
+    /// How long the service has been up.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started_at.elapsed()
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.limits.max_streams - self.streams.available_permits()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ServiceLimits {
+        self.limits
+    }
+
+    /// Takes one stream slot, or fails with RESOURCE_EXHAUSTED.
+    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
+        if self.shutdown.is_cancelled() {
+            return Err(shutting_down());
+        }
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            ServiceError::ResourceExhausted(format!(
+                "too many open streams (at most {})",
+                self.limits.max_streams
+            ))
+        })
+    }
+
+    /// Ties `stream` to its slot and to shutdown: on shutdown the stream
+    /// yields UNAVAILABLE and ends; when it ends or is dropped, the slot is
+    /// freed.
+    fn guard<T: Send + 'static>(
+        &self,
+        stream: impl Stream<Item = Result<T, ServiceError>> + Send + 'static,
+        permit: OwnedSemaphorePermit,
+    ) -> ServiceStream<T> {
+        let shutdown = self.shutdown.clone();
+        let state = (Box::pin(stream), Some(permit));
+        Box::pin(futures::stream::unfold(state, move |(mut s, permit)| {
+            let shutdown = shutdown.clone();
+            async move {
+                permit.as_ref()?;
+                tokio::select! {
+                    item = s.next() => item.map(|i| (i, (s, permit))),
+                    () = shutdown.cancelled() => Some((Err(shutting_down()), (s, None))),
+                }
+            }
+        }))
+    }
+
+    fn key(&self, what: &str, key: &str) -> Result<String, ServiceError> {
+        if key.is_empty() {
+            return Err(ServiceError::InvalidArgument(format!("{what} is required")));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{what} is {} bytes, longer than the limit of {} bytes",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(key.to_owned())
+    }
+
+    fn value(&self, what: &str, value: &str) -> Result<Option<String>, ServiceError> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{what} is {} bytes, longer than the limit of {} bytes",
+                value.len(),
+                self.limits.max_value_bytes
+            )));
+        }
+        Ok((!value.is_empty()).then(|| value.to_owned()))
+    }
+
+    fn ttl(&self, ttl_ms: u64) -> Result<u64, ServiceError> {
+        if ttl_ms > self.limits.max_ttl_ms {
+            return Err(ServiceError::InvalidArgument(format!(
+                "ttl of {ttl_ms} ms is longer than the limit of {} ms",
+                self.limits.max_ttl_ms
+            )));
+        }
+        Ok(ttl_ms)
+    }
+
+    fn target(&self, index: Option<u64>, value: Option<&str>) -> Result<Target, ServiceError> {
+        match (index, value) {
+            (Some(i), None) => Ok(Target::Index(i)),
+            (None, Some(v)) if !v.is_empty() => {
+                Ok(Target::Value(self.value("value", v)?.unwrap_or_default()))
+            }
+            (Some(_), Some(_)) => Err(ServiceError::InvalidArgument(
+                "give either index or value, not both".into(),
+            )),
+            _ => Err(ServiceError::InvalidArgument(
+                "index or value is required".into(),
+            )),
+        }
+    }
+
+    fn page(&self, page_size: u32, page_token: &str) -> (usize, Option<String>) {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = (!page_token.is_empty()).then(|| page_token.to_owned());
+        (size as usize, after)
+    }
+}
+
+fn shutting_down() -> ServiceError {
+    ServiceError::Unavailable("the server is shutting down".into())
+}

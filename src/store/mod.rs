@@ -1,0 +1,35 @@
+//! Durability for the embedded backend: the journal the engine task commits
+//! each batch of [`Record`]s to before it answers, and the snapshot it is
+//! restored from at start.
+
+use thiserror::Error;
+
+use crate::engine::table::{HeldRecord, Record};
+
+/// What a durable store hands the engine at start.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Every hold that was committed and not removed.
+    pub holds: Vec<HeldRecord>,
+    /// No index below this was ever handed out... or rather, every index
+    /// handed out is below it: the next index starts here.
+    pub index_ceiling: u64,
+}
+
+/// A durable log of holds. `commit` returns only once `records` and the new
+/// index ceiling are on stable storage (fsync'd), in one atomic step.
+pub trait Journal: Send + 'static {
+    /// Makes `records` and `index_ceiling` durable, atomically.
+    fn commit(&mut self, records: &[Record], index_ceiling: u64) -> Result<(), StoreError>;
+}
+
+/// Why the store failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The underlying database failed.
+    #[error("storage error: {0}")]
+    Database(String),
+    /// The blocking commit task could not run.
+    #[error("commit task failed: {0}")]
+    Task(String),
+}
