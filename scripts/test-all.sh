@@ -20,7 +20,9 @@ cargo test --locked
 
 echo "==> client and end-to-end suites"
 for suite in \
-  clients/grpcurl/test.sh; do
+  clients/grpcurl/test.sh \
+  clients/python/test.sh \
+  clients/node/test.sh; do
   echo "--> $suite"
   bash "$suite"
 done
