@@ -11,6 +11,7 @@ use crate::{
     engine::{Engine, embedded::EmbeddedEngine},
     grpc, http,
     service::Service,
+    store::redb_journal::RedbJournal,
 };
 
 /// How long open connections get to finish after shutdown begins.
@@ -47,9 +48,20 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
         Backend::Embedded if args.memory => {
             Ok(Arc::new(EmbeddedEngine::in_memory(args.embedded_config())))
         }
-        Backend::Embedded => Err(ServerError::Backend(
-            "the durable store is not available yet: run with --memory".into(),
-        )),
+        Backend::Embedded => {
+            let (journal, snapshot) = RedbJournal::open(&args.data_dir)
+                .map_err(|e| ServerError::Backend(e.to_string()))?;
+            tracing::info!(
+                dir = %args.data_dir.display(),
+                holds = snapshot.holds.len(),
+                "opened the durable store"
+            );
+            Ok(Arc::new(EmbeddedEngine::durable(
+                args.embedded_config(),
+                Box::new(journal),
+                snapshot,
+            )))
+        }
         Backend::Etcd => Err(ServerError::Backend(
             "the etcd backend is not available yet".into(),
         )),

@@ -365,9 +365,8 @@ impl Driver {
         } else {
             self.index_ceiling
         };
-        if let Some(mut journal) = self.journal.take()
-            && (!out.records.is_empty() || ceiling != self.index_ceiling)
-        {
+        let must_commit = !out.records.is_empty() || ceiling != self.index_ceiling;
+        if must_commit && let Some(mut journal) = self.journal.take() {
             let records = out.records;
             let (journal, result) = tokio::task::spawn_blocking(move || {
                 let r = journal.commit(&records, ceiling);

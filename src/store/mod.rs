@@ -11,8 +11,8 @@ use crate::engine::table::{HeldRecord, Record};
 pub struct Snapshot {
     /// Every hold that was committed and not removed.
     pub holds: Vec<HeldRecord>,
-    /// No index below this was ever handed out... or rather, every index
-    /// handed out is below it: the next index starts here.
+    /// Every index ever handed out is below this: the next index starts
+    /// here (or higher).
     pub index_ceiling: u64,
 }
 
@@ -33,3 +33,5 @@ pub enum StoreError {
     #[error("commit task failed: {0}")]
     Task(String),
 }
+
+pub mod redb_journal;
