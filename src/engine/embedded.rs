@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    AcquireSpec, Engine, EngineError, EventStream, KeySummary, KeyView, LockEvent, Release,
-    Renewal, Target, WaitStream, WaitUpdate,
+    AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, LockEvent,
+    Release, Renewal, Target, WaitStream, WaitUpdate,
     clock::Clock,
     table::{Admission, LockTable, Notice, TableLimits, WaiterId},
     types::FailReason,
@@ -55,6 +55,7 @@ enum Command {
         key: String,
         reply: Reply<KeyView>,
     },
+    Stats(Reply<EngineStats>),
     List {
         prefix: String,
         after: Option<String>,
@@ -245,6 +246,10 @@ impl Engine for EmbeddedEngine {
             key.to_owned(),
             prefix,
         ))
+    }
+
+    async fn stats(&self) -> Result<EngineStats, EngineError> {
+        self.call(Command::Stats).await
     }
 
     fn backend(&self) -> &'static str {
@@ -446,6 +451,12 @@ impl Driver {
                 let view = self.table.get(&key, now);
                 deferred.push(Box::new(move || {
                     let _ = reply.send(Ok(view));
+                }));
+            }
+            Command::Stats(reply) => {
+                let stats = self.table.stats();
+                deferred.push(Box::new(move || {
+                    let _ = reply.send(Ok(stats));
                 }));
             }
             Command::List {

@@ -51,6 +51,8 @@ pub trait Engine: Send + Sync + 'static {
     /// Every change of `key` (or of every key under it, with `prefix`) from
     /// now on.
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError>;
+    /// Counts of keys, entries and waiters.
+    async fn stats(&self) -> Result<EngineStats, EngineError>;
     /// The backend's name for status pages: `embedded` or `etcd`.
     fn backend(&self) -> &'static str;
 }

@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thiserror::Error;
 
 use super::types::{
-    AcquireSpec, EndReason, EventKind, FailReason, Grant, HolderView, KeySummary, KeyView,
-    LockEvent, QueuedView, Release, Renewal, Target, UnixMillis,
+    AcquireSpec, EndReason, EngineStats, EventKind, FailReason, Grant, HolderView, KeySummary,
+    KeyView, LockEvent, QueuedView, Release, Renewal, Target, UnixMillis,
 };
 
 /// Identifies one waiting request (one open stream or HTTP request). Several
@@ -266,14 +266,18 @@ impl LockTable {
         self.timers.first().map(|(at, _)| *at)
     }
 
-    /// Number of entries across all keys.
-    pub fn entry_count(&self) -> usize {
-        self.key_of_index.len()
-    }
-
     /// Number of waiting or listening requests.
     pub fn waiter_count(&self) -> usize {
         self.waiters.len()
+    }
+
+    /// Counts of keys, entries and waiters.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            keys: self.keys.len() as u64,
+            entries: self.key_of_index.len() as u64,
+            waiters: self.waiters.len() as u64,
+        }
     }
 
     /// Takes what was produced since the last call.

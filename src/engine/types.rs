@@ -192,3 +192,14 @@ pub struct LockEvent {
     /// Entries waiting behind the holder after the change.
     pub queue_length: u64,
 }
+
+/// Counts for status pages and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Keys with a holder or a queue.
+    pub keys: u64,
+    /// Entries (holders and queued) across all keys.
+    pub entries: u64,
+    /// Waiting or listening requests.
+    pub waiters: u64,
+}

@@ -1,11 +1,8 @@
 //! The dashboard at `/mod/dashboard/`. `/mod/dashboard` redirects there, as
 //! etcd's did.
 
-use axum::{
-    Router,
-    response::{Html, Redirect},
-    routing::get,
-};
+use axum::{Router, response::Html, routing::get};
+use http::{StatusCode, header};
 
 use crate::service::Service;
 
@@ -14,7 +11,7 @@ pub fn router() -> Router<Service> {
     Router::new()
         .route(
             "/mod/dashboard",
-            get(|| async { Redirect::to("/mod/dashboard/") }),
+            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/mod/dashboard/")]) }),
         )
         .route("/mod/dashboard/", get(index))
 }

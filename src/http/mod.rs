@@ -4,6 +4,8 @@
 
 pub mod cors;
 pub mod dashboard;
+pub mod gateway;
+pub mod modv2;
 
 use axum::Router;
 
@@ -11,7 +13,11 @@ use crate::service::Service;
 
 /// Everything served over plain HTTP, with CORS as configured.
 pub fn router(service: Service, cors_origins: &[String]) -> Result<Router, cors::CorsError> {
-    let router = Router::new().merge(dashboard::router()).with_state(service);
+    let router = Router::new()
+        .merge(modv2::router())
+        .merge(gateway::router())
+        .merge(dashboard::router())
+        .with_state(service);
     Ok(match cors::layer(cors_origins)? {
         Some(layer) => router.layer(layer),
         None => router,

@@ -80,6 +80,11 @@ impl Service {
         self.engine.backend()
     }
 
+    /// The engine's counts.
+    pub async fn stats(&self) -> Result<crate::engine::EngineStats, ServiceError> {
+        Ok(self.engine.stats().await?)
+    }
+
     /// How long the service has been up.
     pub fn uptime(&self) -> std::time::Duration {
         self.started_at.elapsed()

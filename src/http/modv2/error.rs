@@ -1,0 +1,216 @@
+//! etcd's error body for `/mod/v2`: `{"errorCode":202,"message":"...",
+//! "cause":"Acquire","index":0}` plus a newline, `application/json`,
+//! `X-Etcd-Index: 0`, with the status etcd gave each code.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use crate::service::ServiceError;
+
+/// The operation an error came from, named as etcd's `cause` field names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// `POST /mod/v2/lock/K`.
+    Acquire,
+    /// `PUT /mod/v2/lock/K`.
+    Renew,
+    /// `DELETE /mod/v2/lock/K`.
+    Release,
+    /// `GET /mod/v2/lock/K` and `GET /mod/v2/leader/K`.
+    Get,
+    /// `PUT /mod/v2/leader/K`.
+    Set,
+    /// `DELETE /mod/v2/leader/K`.
+    Delete,
+}
+
+impl Cause {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Acquire => "Acquire",
+            Self::Renew => "Renew",
+            Self::Release => "Release",
+            Self::Get => "Get",
+            Self::Set => "Set",
+            Self::Delete => "Delete",
+        }
+    }
+}
+
+/// An error answer of the `/mod/v2` API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModError {
+    /// An etcd-coded error: JSON body.
+    Etcd {
+        /// etcd's error code.
+        code: u32,
+        /// The message.
+        message: String,
+        /// The operation.
+        cause: Cause,
+        /// The HTTP status.
+        status: StatusCode,
+    },
+    /// A lock not acquired (timeout, or released while queued): status 500
+    /// with a plain-text message, as the original module answered.
+    NotAcquired(String),
+}
+
+impl ModError {
+    fn etcd(code: u32, message: impl Into<String>, cause: Cause, status: StatusCode) -> Self {
+        Self::Etcd {
+            code,
+            message: message.into(),
+            cause,
+            status,
+        }
+    }
+
+    /// 100: no entry with that index or value.
+    pub fn key_not_found(cause: Cause) -> Self {
+        Self::etcd(100, "Key not found", cause, StatusCode::NOT_FOUND)
+    }
+    /// 202: ttl missing or not a non-negative integer.
+    pub fn ttl_nan(cause: Cause) -> Self {
+        Self::etcd(
+            202,
+            "The given TTL in POST form is not a number",
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 202 with the bound: ttl too large.
+    pub fn ttl_too_large(cause: Cause, max_secs: u64) -> Self {
+        Self::etcd(
+            202,
+            format!("The given TTL in POST form is out of range (at most {max_secs} seconds)"),
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 203: index is not a number.
+    pub fn index_nan(cause: Cause) -> Self {
+        Self::etcd(
+            203,
+            "The given index in POST form is not a number",
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 205: timeout is not a number.
+    pub fn timeout_nan(cause: Cause) -> Self {
+        Self::etcd(
+            205,
+            "The given timeout in POST form is not a number",
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 206: leader name missing.
+    pub fn name_required(cause: Cause) -> Self {
+        Self::etcd(
+            206,
+            "Name is required in POST form",
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 207: neither index nor value.
+    pub fn index_or_value_required(cause: Cause) -> Self {
+        Self::etcd(
+            207,
+            "Index or value is required",
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 208: both index and value.
+    pub fn index_and_value(cause: Cause) -> Self {
+        Self::etcd(
+            208,
+            "Index and value cannot both be specified",
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+    /// 209: unknown `field`.
+    pub fn invalid_field(cause: Cause) -> Self {
+        Self::etcd(209, "Invalid field", cause, StatusCode::BAD_REQUEST)
+    }
+    /// 210: anything else wrong with the request (bad encoding, sizes).
+    pub fn invalid_form(cause: Cause, detail: &str) -> Self {
+        Self::etcd(
+            210,
+            format!("Invalid POST form: {detail}"),
+            cause,
+            StatusCode::BAD_REQUEST,
+        )
+    }
+
+    /// Maps a service error onto the API's errors.
+    pub fn from_service(e: ServiceError, cause: Cause) -> Self {
+        match e {
+            ServiceError::InvalidArgument(m) => Self::invalid_form(cause, &m),
+            ServiceError::NotFound(_) => Self::key_not_found(cause),
+            ServiceError::NotAcquired(m) | ServiceError::TimedOut(m) | ServiceError::Aborted(m) => {
+                Self::NotAcquired(m)
+            }
+            // etcd's 300 was its internal-error code; the status says which.
+            ServiceError::ResourceExhausted(m) => {
+                Self::etcd(300, m, cause, StatusCode::TOO_MANY_REQUESTS)
+            }
+            ServiceError::Unavailable(m) => {
+                Self::etcd(300, m, cause, StatusCode::SERVICE_UNAVAILABLE)
+            }
+            ServiceError::Internal(m) => {
+                Self::etcd(300, m, cause, StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    error_code: u32,
+    message: &'a str,
+    cause: &'a str,
+    index: u64,
+}
+
+impl IntoResponse for ModError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Etcd {
+                code,
+                message,
+                cause,
+                status,
+            } => {
+                let mut body = serde_json::to_string(&Body {
+                    error_code: code,
+                    message: &message,
+                    cause: cause.name(),
+                    index: 0,
+                })
+                .unwrap_or_default();
+                body.push('\n');
+                let mut r = (status, body).into_response();
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert("x-etcd-index", HeaderValue::from_static("0"));
+                r
+            }
+            Self::NotAcquired(message) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("{message}\n"),
+            )
+                .into_response(),
+        }
+    }
+}
