@@ -76,6 +76,14 @@ impl Server {
         ElectionClient::new(self.channel().await)
     }
 
+    /// Kills the process with SIGKILL (`kill -9`) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status, at most `within`.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
