@@ -38,3 +38,7 @@ if ! node_ok; then
   apt_install nodejs npm
 fi
 node_ok || { echo "node >= 18 and npm did not install" >&2; exit 1; }
+
+# A real etcd for the etcd backend's tests and the benchmark's etcd targets.
+command -v etcd >/dev/null 2>&1 || apt_install etcd-server
+command -v etcd >/dev/null || { echo "etcd did not install (Debian package etcd-server)" >&2; exit 1; }

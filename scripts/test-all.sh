@@ -18,6 +18,9 @@ echo "==> Rust unit, property and integration tests"
 cargo test --locked
 
 
+echo "==> benchmark harness, smoke configuration (proves it runs; times nothing)"
+target/debug/baton-bench --smoke --targets memory,durable,etcd-v3lock
+
 echo "==> client and end-to-end suites"
 for suite in \
   clients/grpcurl/test.sh \

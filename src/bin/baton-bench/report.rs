@@ -1,0 +1,147 @@
+//! Rows of results, printed as JSON and as a markdown table with ratios.
+
+use std::{collections::BTreeMap, fmt::Write, time::Duration};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::target::TargetKind;
+
+/// One measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Which scenario.
+    pub scenario: &'static str,
+    /// Which system.
+    pub target: &'static str,
+    /// Clients, waiters or holders.
+    pub concurrency: usize,
+    /// Operations (pairs, pings, grants) per second; 0 where not a rate.
+    pub ops_per_sec: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Samples behind the percentiles.
+    pub samples: u64,
+    /// Server memory per waiting request, in bytes (many-waiters only).
+    pub bytes_per_waiter: Option<f64>,
+}
+
+impl Row {
+    /// A latency row.
+    pub fn latency(
+        scenario: &'static str,
+        target: TargetKind,
+        concurrency: usize,
+        ops_per_sec: f64,
+        h: &Histogram<u64>,
+    ) -> Self {
+        Self {
+            scenario,
+            target: target.name(),
+            concurrency,
+            ops_per_sec,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            samples: h.len(),
+            bytes_per_waiter: None,
+        }
+    }
+
+    /// A many-waiters row: memory per waiter and time to grant them all.
+    pub fn waiters(
+        target: TargetKind,
+        waiters: usize,
+        _keys: usize,
+        bytes_per_waiter: f64,
+        drain: Duration,
+    ) -> Self {
+        Self {
+            scenario: "many waiters",
+            target: target.name(),
+            concurrency: waiters,
+            ops_per_sec: waiters as f64 / drain.as_secs_f64().max(1e-9),
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+            samples: waiters as u64,
+            bytes_per_waiter: Some(bytes_per_waiter),
+        }
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The markdown table: one section per scenario, with each row's rate
+/// against etcd v3lock at the same concurrency and against the floor.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut by_scenario: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by_scenario.entry(r.scenario).or_default().push(r);
+    }
+    let find = |scenario: &str, target: &str, c: usize| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.target == target && r.concurrency == c)
+    };
+    let mut out = String::new();
+    for (scenario, rows) in by_scenario {
+        let _ = writeln!(out, "### {scenario}\n");
+        if scenario == "many waiters" {
+            let _ = writeln!(
+                out,
+                "| target | waiters | server bytes/waiter | grants/s (drain) |\n|---|---:|---:|---:|"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.0} | {:.0} |",
+                    r.target,
+                    r.concurrency,
+                    r.bytes_per_waiter.unwrap_or(0.0),
+                    r.ops_per_sec
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "| target | concurrency | ops/s | p50 ms | p99 ms | p99.9 ms | ×etcd | ×floor |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in rows {
+                let ratio = |other: Option<&Row>| {
+                    other
+                        .filter(|o| o.ops_per_sec > 0.0 && r.ops_per_sec > 0.0)
+                        .map_or("–".to_owned(), |o| {
+                            format!("{:.2}", r.ops_per_sec / o.ops_per_sec)
+                        })
+                };
+                let vs_etcd = ratio(find(scenario, TargetKind::EtcdV3lock.name(), r.concurrency));
+                let vs_floor = ratio(find("floor (health check)", r.target, r.concurrency));
+                let rate = if r.ops_per_sec > 0.0 {
+                    format!("{:.0}", r.ops_per_sec)
+                } else {
+                    "–".to_owned()
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.target,
+                    r.concurrency,
+                    rate,
+                    ms(r.p50_us),
+                    ms(r.p99_us),
+                    ms(r.p999_us),
+                    vs_etcd,
+                    vs_floor
+                );
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

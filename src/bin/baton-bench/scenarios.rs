@@ -1,0 +1,248 @@
+//! The scenarios of a run. Each returns rows for the report; none asserts
+//! anything about speed.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow};
+use hdrhistogram::Histogram;
+use tokio::sync::Mutex;
+
+use crate::{
+    report::Row,
+    target::{Session, Target},
+};
+
+/// Timing of a run's measured phase.
+#[derive(Clone, Copy, Debug)]
+pub struct Phase {
+    /// Not measured, to warm caches and connections.
+    pub warmup: Duration,
+    /// Measured.
+    pub duration: Duration,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 us to 10 min, three significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).max(1)
+}
+
+/// Sessions for `clients` clients: one connection per `per` clients.
+async fn sessions(target: &Target, clients: usize, per: usize) -> Result<Vec<Arc<dyn Session>>> {
+    let mut out = Vec::new();
+    for _ in 0..clients.div_ceil(per.max(1)) {
+        out.push(target.session().await?);
+    }
+    Ok(out)
+}
+
+/// Runs `op` in `clients` loops for the phase; returns the merged latency
+/// histogram of the measured part and the operations per second.
+async fn closed_loop<F, Fut>(
+    target: &Target,
+    clients: usize,
+    phase: Phase,
+    op: F,
+) -> Result<(Histogram<u64>, f64)>
+where
+    F: Fn(Arc<dyn Session>, usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let sessions = sessions(target, clients, 1).await?;
+    let start = Instant::now();
+    let measure_from = start + phase.warmup;
+    let stop = measure_from + phase.duration;
+    let mut tasks = Vec::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut n = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= stop {
+                    break;
+                }
+                op(s.clone(), i, n).await?;
+                n += 1;
+                if t0 >= measure_from {
+                    let _ = h.record(micros(t0.elapsed()));
+                }
+            }
+            Ok::<_, anyhow::Error>(h)
+        }));
+    }
+    let mut total = histogram();
+    for t in tasks {
+        let h = t.await.map_err(|e| anyhow!("client task: {e}"))??;
+        let _ = total.add(&h);
+    }
+    let secs = phase.duration.as_secs_f64();
+    let rate = total.len() as f64 / secs;
+    Ok((total, rate))
+}
+
+/// Scenario 1, uncontended: each client on its own key, acquire+release pairs.
+pub async fn uncontended(target: &Target, clients: usize, phase: Phase, run: u64) -> Result<Row> {
+    let (h, rate) = closed_loop(target, clients, phase, move |s, i, _| async move {
+        let key = format!("bench/u/{run}/{i}");
+        let held = s.acquire(&key, 0).await?;
+        s.release(&key, held).await
+    })
+    .await?;
+    Ok(Row::latency("uncontended", target.kind, clients, rate, &h))
+}
+
+/// Scenario 5, the floor: a gRPC health check per operation at the same concurrency.
+pub async fn floor(target: &Target, clients: usize, phase: Phase) -> Result<Row> {
+    let (h, rate) = closed_loop(
+        target,
+        clients,
+        phase,
+        |s, _, _| async move { s.ping().await },
+    )
+    .await?;
+    Ok(Row::latency(
+        "floor (health check)",
+        target.kind,
+        clients,
+        rate,
+        &h,
+    ))
+}
+
+/// Scenario 2, handoff: `clients` on one key. Reports pairs per second and the time
+/// from one holder's release returning to the next grant arriving.
+pub async fn handoff(target: &Target, clients: usize, phase: Phase, run: u64) -> Result<Row> {
+    let last_release: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let handoffs = Arc::new(Mutex::new(histogram()));
+    let measure_from = Instant::now() + phase.warmup;
+    let key = format!("bench/h/{run}");
+    let (lr, hs) = (last_release.clone(), handoffs.clone());
+    let (_, rate) = closed_loop(target, clients, phase, move |s, _, _| {
+        let (lr, hs, key) = (lr.clone(), hs.clone(), key.clone());
+        async move {
+            let held = s.acquire(&key, 0).await?;
+            let granted = Instant::now();
+            if let Some(released) = lr.lock().await.take()
+                && granted >= measure_from
+            {
+                let _ = hs
+                    .lock()
+                    .await
+                    .record(micros(granted.saturating_duration_since(released)));
+            }
+            s.release(&key, held).await?;
+            *lr.lock().await = Some(Instant::now());
+            Ok(())
+        }
+    })
+    .await?;
+    let h = handoffs.lock().await;
+    Ok(Row::latency(
+        "handoff (one key)",
+        target.kind,
+        clients,
+        rate,
+        &h,
+    ))
+}
+
+/// Scenario 3, many waiters: `waiters` blocked on `keys` keys. Reports server memory
+/// per waiter and how long granting them all in turn takes.
+pub async fn many_waiters(target: &Target, waiters: usize, keys: usize, run: u64) -> Result<Row> {
+    let holder = target.session().await?;
+    let mut held = Vec::new();
+    for k in 0..keys {
+        let key = format!("bench/w/{run}/{k}");
+        held.push((key.clone(), holder.acquire(&key, 0).await?));
+    }
+    let before = target.rss_kib();
+    let sessions = sessions(target, waiters, 100).await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..waiters {
+        let s = sessions[w / 100].clone();
+        let key = format!("bench/w/{run}/{}", w % keys);
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let h = s.acquire(&key, 0).await?;
+            s.release(&key, h).await?;
+            done.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    // Let every wait reach the server: memory stops growing.
+    let mut last = 0;
+    let settle = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = target.rss_kib();
+        if (now as i64 - last as i64).unsigned_abs() * 100 <= now.max(1)
+            || settle.elapsed() > Duration::from_secs(60)
+        {
+            break;
+        }
+        last = now;
+    }
+    let after = target.rss_kib();
+    let start = Instant::now();
+    for (key, h) in held {
+        holder.release(&key, h).await?;
+    }
+    for t in tasks {
+        tokio::time::timeout(crate::target::STUCK, t)
+            .await
+            .context("a waiter was never granted")?
+            .map_err(|e| anyhow!("waiter task: {e}"))??;
+    }
+    let drain = start.elapsed();
+    let per_waiter = (after.saturating_sub(before) * 1024) as f64 / waiters as f64;
+    Ok(Row::waiters(target.kind, waiters, keys, per_waiter, drain))
+}
+
+/// Scenario 4, expiry accuracy: `holders` keys held with `ttl_ms`, one waiter behind
+/// each; how late after the holder's deadline the waiter is granted.
+pub async fn expiry(target: &Target, holders: usize, ttl_ms: u64, run: u64) -> Result<Row> {
+    let sessions = sessions(target, holders * 2, 100).await?;
+    let mut tasks = Vec::new();
+    for i in 0..holders {
+        let s = sessions[(2 * i) / 100].clone();
+        let key = format!("bench/e/{run}/{i}");
+        tasks.push(tokio::spawn(async move {
+            let h = s.acquire(&key, ttl_ms).await?;
+            let deadline = h
+                .deadline_ms
+                .ok_or_else(|| anyhow!("a hold with a ttl has no deadline"))?;
+            let w = s.acquire(&key, 0).await?;
+            let late = crate::now_ms().saturating_sub(deadline);
+            s.release(&key, w).await?;
+            Ok::<_, anyhow::Error>(late)
+        }));
+    }
+    let mut h = histogram();
+    for t in tasks {
+        let late_ms = tokio::time::timeout(crate::target::STUCK, t)
+            .await
+            .context("an expiry never happened")?
+            .map_err(|e| anyhow!("expiry task: {e}"))??;
+        let _ = h.record(late_ms.max(1) * 1000);
+    }
+    Ok(Row::latency(
+        "expiry lateness",
+        target.kind,
+        holders,
+        0.0,
+        &h,
+    ))
+}
