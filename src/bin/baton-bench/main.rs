@@ -121,6 +121,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
         duration: Duration::from_secs_f64(args.duration_secs),
     };
     let mut rows = Vec::new();
+    if args.targets.contains(&TargetKind::Durable) {
+        rows.push(scenarios::disk_fsync(phase)?);
+    }
     let mut run = 0u64;
     for &kind in &args.targets {
         eprintln!("== {}", kind.name());

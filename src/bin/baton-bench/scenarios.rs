@@ -246,3 +246,22 @@ pub async fn expiry(target: &Target, holders: usize, ttl_ms: u64, run: u64) -> R
         &h,
     ))
 }
+
+/// The disk's own pace: small write + fsync in a loop, in the directory
+/// the durable target uses (the system temp dir). One fsync per
+/// acquire+release pair could go no faster than this; group commit should.
+pub fn disk_fsync(phase: Phase) -> Result<Row> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let mut f = std::fs::File::create(dir.path().join("probe"))?;
+    let mut h = histogram();
+    let start = Instant::now();
+    while start.elapsed() < phase.duration {
+        let t0 = Instant::now();
+        f.write_all(&[0u8; 4096])?;
+        f.sync_data()?;
+        let _ = h.record(micros(t0.elapsed()));
+    }
+    let rate = h.len() as f64 / start.elapsed().as_secs_f64();
+    Ok(Row::latency("disk fsync (one writer)", crate::target::TargetKind::Durable, 1, rate, &h))
+}
