@@ -42,3 +42,8 @@ node_ok || { echo "node >= 18 and npm did not install" >&2; exit 1; }
 # A real etcd for the etcd backend's tests and the benchmark's etcd targets.
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 command -v etcd >/dev/null || { echo "etcd did not install (Debian package etcd-server)" >&2; exit 1; }
+
+# Dashboard end-to-end test (dashboard/e2e/test.sh): Debian's chromium, driven
+# by playwright-core from npm, which downloads no browser of its own.
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+command -v chromium >/dev/null || { echo "chromium did not install" >&2; exit 1; }

@@ -25,7 +25,8 @@ echo "==> client and end-to-end suites"
 for suite in \
   clients/grpcurl/test.sh \
   clients/python/test.sh \
-  clients/node/test.sh; do
+  clients/node/test.sh \
+  dashboard/e2e/test.sh; do
   echo "--> $suite"
   bash "$suite"
 done
