@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{embedded::EmbeddedConfig, table::TableLimits};
+use crate::etcd::EtcdConfig;
 use crate::service::ServiceLimits;
 
 /// baton: a fair lock and leader-election service (gRPC, JSON and etcd's
@@ -79,6 +80,39 @@ pub struct ServeArgs {
     /// Events buffered per watcher before a slow watcher is cut off.
     #[arg(long, env = "BATON_WATCH_BUFFER", default_value_t = EmbeddedConfig::default().watch_buffer)]
     pub watch_buffer: usize,
+    /// etcd client URLs for `--backend etcd`, comma-separated.
+    #[arg(
+        long,
+        env = "BATON_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Prefix of every key baton writes to etcd.
+    #[arg(long, env = "BATON_ETCD_PREFIX", default_value = "/baton/")]
+    pub etcd_prefix: String,
+    /// etcd user, when etcd has authentication enabled.
+    #[arg(long, env = "BATON_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// Password of --etcd-user.
+    #[arg(long, env = "BATON_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// PEM CA bundle for etcd's server certificates (with https:// endpoints).
+    #[arg(long, env = "BATON_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd's client-certificate authentication.
+    #[arg(long, env = "BATON_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of --etcd-cert-file.
+    #[arg(long, env = "BATON_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// TTL of the lease this gateway keeps its queued entries on: if the
+    /// gateway dies, its queued entries are gone this long after.
+    #[arg(long, env = "BATON_ETCD_QUEUE_LEASE_SECS", default_value_t = EtcdConfig::default().queue_lease_secs)]
+    pub etcd_queue_lease_secs: u64,
+    /// How long one etcd request may take before the client gets UNAVAILABLE.
+    #[arg(long, env = "BATON_ETCD_TIMEOUT_MS", default_value_t = EtcdConfig::default().timeout.as_millis() as u64)]
+    pub etcd_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -101,6 +135,27 @@ impl ServeArgs {
                 max_waiters: self.max_waiters,
             },
             watch_buffer: self.watch_buffer,
+        }
+    }
+
+    /// The etcd backend's settings.
+    pub fn etcd_config(&self) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: self
+                .etcd_endpoints
+                .iter()
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            prefix: self.etcd_prefix.clone(),
+            user: self.etcd_user.clone(),
+            password: self.etcd_password.clone(),
+            ca_file: self.etcd_ca_file.clone(),
+            cert_file: self.etcd_cert_file.clone(),
+            key_file: self.etcd_key_file.clone(),
+            queue_lease_secs: self.etcd_queue_lease_secs,
+            timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
+            max_waiters: self.max_waiters,
         }
     }
 }

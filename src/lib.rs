@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod proto;

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Backend, ServeArgs},
     engine::{Engine, embedded::EmbeddedEngine},
+    etcd::EtcdEngine,
     grpc, http,
     service::Service,
     store::redb_journal::RedbJournal,
@@ -63,9 +64,13 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
                 snapshot,
             )))
         }
-        Backend::Etcd => Err(ServerError::Backend(
-            "the etcd backend is not available yet".into(),
-        )),
+        Backend::Etcd => {
+            let config = args.etcd_config();
+            let engine =
+                EtcdEngine::start(&config).map_err(|e| ServerError::Backend(e.to_string()))?;
+            tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, "using etcd");
+            Ok(Arc::new(engine))
+        }
     }
 }
 

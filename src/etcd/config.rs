@@ -1,0 +1,124 @@
+//! The etcd backend's settings, from `--etcd-*` flags (see
+//! [`ServeArgs::etcd_config`](crate::config::ServeArgs::etcd_config)).
+
+use std::{path::PathBuf, time::Duration};
+
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+
+use super::error::EtcdError;
+
+/// How to reach etcd and how to use it.
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster's members (`http://` or `https://`).
+    pub endpoints: Vec<String>,
+    /// Every key baton writes starts with this.
+    pub prefix: String,
+    /// etcd user, when etcd has authentication on.
+    pub user: Option<String>,
+    /// That user's password.
+    pub password: Option<String>,
+    /// PEM CA bundle that signed etcd's server certificates.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+    /// TTL of the lease that keeps this gateway's queued entries alive. A
+    /// gateway that dies loses its queued entries after about this long;
+    /// held locks live by their own ttl regardless.
+    pub queue_lease_secs: u64,
+    /// How long one etcd request may take before the client is told
+    /// UNAVAILABLE.
+    pub timeout: Duration,
+    /// Waiting requests this gateway accepts at once.
+    pub max_waiters: usize,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/baton/".into(),
+            user: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            queue_lease_secs: 10,
+            timeout: Duration::from_secs(5),
+            max_waiters: 1_000_000,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// Checks the settings and reads the TLS files, so that a bad flag stops
+    /// the server at start rather than at the first request.
+    pub fn connect_options(&self) -> Result<ConnectOptions, EtcdError> {
+        if self.endpoints.is_empty() {
+            return Err(EtcdError::Config(
+                "--etcd-endpoints needs at least one URL".into(),
+            ));
+        }
+        for e in &self.endpoints {
+            e.parse::<http::Uri>()
+                .map_err(|err| EtcdError::Config(format!("bad etcd endpoint {e:?}: {err}")))?;
+        }
+        if self.queue_lease_secs < 2 {
+            return Err(EtcdError::Config(
+                "--etcd-queue-lease-secs must be at least 2".into(),
+            ));
+        }
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(self.timeout)
+            .with_keep_alive(Duration::from_secs(2), self.timeout)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true)
+            .with_auto_token_refresh(true);
+        match (&self.user, &self.password) {
+            (Some(u), Some(p)) => opts = opts.with_user(u.clone(), p.clone()),
+            (Some(u), None) => opts = opts.with_user(u.clone(), String::new()),
+            (None, Some(_)) => {
+                return Err(EtcdError::Config(
+                    "--etcd-password needs --etcd-user".into(),
+                ));
+            }
+            (None, None) => {}
+        }
+        let tls_wanted = self.ca_file.is_some() || self.cert_file.is_some();
+        if tls_wanted {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            match (&self.cert_file, &self.key_file) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(EtcdError::Config(
+                        "--etcd-cert-file and --etcd-key-file go together".into(),
+                    ));
+                }
+            }
+            if let Some(e) = self.endpoints.iter().find(|e| e.starts_with("http://")) {
+                return Err(EtcdError::Config(format!(
+                    "TLS flags are given but endpoint {e} is http://; use https://"
+                )));
+            }
+            opts = opts.with_tls(tls);
+        } else if self.key_file.is_some() {
+            return Err(EtcdError::Config(
+                "--etcd-key-file needs --etcd-cert-file".into(),
+            ));
+        }
+        Ok(opts)
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path)
+        .map_err(|e| EtcdError::Config(format!("cannot read {}: {e}", path.display())))
+}

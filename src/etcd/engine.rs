@@ -1,0 +1,573 @@
+//! [`EtcdEngine`]: the [`Engine`] contract on etcd, so that several baton
+//! processes can serve one etcd cluster as stateless gateways.
+//!
+//! How each rule of the contract (DESIGN.md) maps onto etcd:
+//!
+//! - **entry, index, FIFO**: an entry is a key under its lock's prefix
+//!   ([`keys`](super::keys)); its index is the key's create revision, which
+//!   etcd makes strictly increasing across all keys, never reused, and
+//!   durable, so fencing tokens hold across gateways, restarts and
+//!   fail-over. The queue is the lock's entries in create-revision order.
+//! - **value joins**: an entry with a value has the key `e/v<value>`,
+//!   created only if absent (`create_revision == 0` in the transaction), so
+//!   two gateways racing with one value end up on one entry.
+//! - **holder**: the head entry, once its record says held; it is written
+//!   held either by the acquire itself (free lock), by the release that
+//!   hands over, or by the head's own gateway ([`waiter`](super::waiter)).
+//!   Every such write checks, in the same transaction, that nothing older is
+//!   in the queue or that the previous holder is being deleted: never two
+//!   holders.
+//! - **ttl**: a hold hangs on a lease of its own (ttl rounded up to seconds,
+//!   plus one) and is expired precisely by the gateway that granted or last
+//!   renewed it ([`expiry`](super::expiry)); ttl 0 = no lease, no expiry.
+//! - **waiting**: queued entries hang on the session lease of the gateway
+//!   whose requests wait on them, kept alive while that gateway lives
+//!   ([`session`](super::session)); a gateway's registration key says it
+//!   has requests waiting, so the last request leaving (anywhere) removes
+//!   the entry, and a killed gateway's entries go with its lease.
+//! - **timeouts, renew, release, re-acquire**: as the embedded backend, in
+//!   compare-and-swap transactions ([`ops`](super::ops)).
+//! - **events**: etcd watches, translated by [`events`](super::events).
+//! - **lost etcd**: requests fail with UNAVAILABLE, queued requests fail
+//!   rather than being granted, and the gateway reconnects by itself.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    config::EtcdConfig,
+    error::EtcdError,
+    events::Mirror,
+    expiry::Expirer,
+    hub::Hub,
+    keys::{self, Keys},
+    ops::{Ctx, MAX_RACES, first_entries, not_acquired, not_found, range, revision},
+    record::{Entry, EntryRecord, Reason},
+    session::Connector,
+    waiter::{
+        CountGuard, DetachGuard, LocalWaiter, Notice, Then, TrackerCommand, TrackerInit,
+        spawn_tracker, wait_stream,
+    },
+};
+use crate::engine::{
+    AcquireSpec, Engine, EngineError, EngineStats, EventStream, Grant, KeySummary, KeyView,
+    Release, Renewal, Target, WaitStream, WaitUpdate,
+};
+
+/// The etcd backend's handle; cheap to share.
+#[derive(Clone)]
+pub struct EtcdEngine {
+    ctx: Arc<Ctx>,
+}
+
+impl EtcdEngine {
+    /// Checks `config` and starts connecting in the background; requests
+    /// made before etcd answers wait for it up to the request timeout.
+    pub fn start(config: &EtcdConfig) -> Result<Self, EtcdError> {
+        let conn = Connector::start(config)?;
+        let hub = Hub::start(conn.clone());
+        let (expirer, task) = Expirer::new();
+        let ctx = Arc::new(Ctx::new(
+            Keys::new(&config.prefix),
+            conn,
+            hub,
+            expirer,
+            config.max_waiters,
+        ));
+        task.start(Arc::downgrade(&ctx), ctx.clock);
+        Ok(Self { ctx })
+    }
+
+    /// One attempt at queueing; `None` when it lost a race and should be
+    /// tried again.
+    async fn try_wait(
+        &self,
+        spec: &AcquireSpec,
+        timeout_at: Option<tokio::time::Instant>,
+    ) -> Result<Option<WaitStream>, EngineError> {
+        let ctx = &self.ctx;
+        let session = ctx.session().await?;
+        let lock = spec.key.as_str();
+        let entry_id = match &spec.value {
+            Some(v) => keys::value_entry_id(v),
+            None => keys::anonymous_entry_id(&ctx.gateway, ctx.next_id()),
+        };
+        let key = ctx.keys.entry(lock, &entry_id);
+        let reg_key = ctx.keys.registration(
+            lock,
+            &entry_id,
+            &format!("{}-{}", ctx.gateway, ctx.next_id()),
+        );
+        let now = ctx.now();
+        // Granted at once if the lock is free: that hold needs its lease in
+        // the same transaction. (Wasted, and revoked, when the lock is held.)
+        let lease = ctx.hold_lease(spec.ttl_ms).await?;
+        let queued = EntryRecord::queued(spec.value.clone(), spec.ttl_ms, now);
+        let held = queued.held_at(now);
+        let entries = ctx.keys.entries(lock);
+        let entries_end = keys::prefix_end(entries.as_bytes());
+        let queue_up = if spec.timeout_ms == Some(0) {
+            Vec::new()
+        } else {
+            vec![
+                TxnOp::put(
+                    key.clone(),
+                    queued.to_bytes(),
+                    Some(PutOptions::new().with_lease(session.lease)),
+                ),
+                TxnOp::put(
+                    reg_key.clone(),
+                    ctx.gateway.clone(),
+                    Some(PutOptions::new().with_lease(session.lease)),
+                ),
+            ]
+        };
+        let if_free = Txn::new()
+            .when([
+                Compare::create_revision(entries.clone(), CompareOp::Equal, 0)
+                    .with_range(entries_end),
+            ])
+            .and_then([TxnOp::put(
+                key.clone(),
+                held.to_bytes(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else(queue_up);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::get(entries.clone(), Some(first_entries(1))),
+                TxnOp::get(
+                    entries.clone(),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+                TxnOp::txn(if_free),
+            ])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = match ctx.txn(txn).await {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.revoke_later(lease);
+                if e.is_lease_not_found() {
+                    // The session lease ran out under us: the link is
+                    // being re-established.
+                    ctx.conn.probe();
+                }
+                return Err(e.into());
+            }
+        };
+        let rev = revision(&resp);
+        let ops = resp.op_responses();
+        let count = CountGuard::new(ctx)?;
+        if resp.succeeded() {
+            let head = range(&ops, 0)?
+                .kvs()
+                .first()
+                .map(Entry::from_kv)
+                .transpose()?;
+            let position = range(&ops, 1)?.count() as u64;
+            let free =
+                matches!(ops.get(2), Some(etcd_client::TxnOpResponse::Txn(t)) if t.succeeded());
+            let index = rev as u64;
+            if free {
+                if let Some(deadline) = held.deadline() {
+                    ctx.expirer.schedule(lock, &key, index, rev, deadline);
+                }
+                let grant = Grant {
+                    index,
+                    ttl_ms: spec.ttl_ms,
+                    deadline: held.deadline(),
+                };
+                return Ok(Some(wait_stream(
+                    ctx.clone(),
+                    lock.to_owned(),
+                    key,
+                    index,
+                    WaitUpdate::Acquired(grant),
+                    Then::Held { rev },
+                    count,
+                )));
+            }
+            ctx.revoke_later(lease);
+            if spec.timeout_ms == Some(0) {
+                return Err(not_acquired(head.map_or(0, |h| h.index)));
+            }
+            let (waiter, rx) = self.new_waiter(timeout_at);
+            let waiter_id = waiter.id;
+            let handle = spawn_tracker(
+                ctx,
+                TrackerInit {
+                    lock: lock.to_owned(),
+                    key: key.clone(),
+                    entry_id,
+                    index,
+                    mod_rev: rev,
+                    rec: queued,
+                    reg_key,
+                    epoch: session.epoch,
+                    waiter,
+                },
+            );
+            let first = WaitUpdate::Queued {
+                index,
+                position,
+                holder: head.and_then(|h| h.holder_view()),
+            };
+            return Ok(Some(self.queued_stream(
+                lock,
+                key,
+                index,
+                first,
+                waiter_id,
+                rx,
+                handle.commands,
+                count,
+            )));
+        }
+
+        // An entry with this value exists: re-acquire or join it.
+        let Some(existing) = range(&ops, 0)?
+            .kvs()
+            .first()
+            .map(Entry::from_kv)
+            .transpose()?
+        else {
+            ctx.revoke_later(lease);
+            return Ok(None);
+        };
+        if existing.is_held() {
+            // The holder's value again: renew with this request's ttl and
+            // answer at once with the holder's index.
+            ctx.revoke_later(lease);
+            let Some((renewal, rev)) = ctx.renew_entry(lock, &existing, spec.ttl_ms).await? else {
+                return Ok(None);
+            };
+            let grant = Grant {
+                index: existing.index,
+                ttl_ms: spec.ttl_ms,
+                deadline: renewal.deadline,
+            };
+            return Ok(Some(wait_stream(
+                ctx.clone(),
+                lock.to_owned(),
+                key,
+                existing.index,
+                WaitUpdate::Acquired(grant),
+                Then::Held { rev },
+                count,
+            )));
+        }
+        ctx.revoke_later(lease);
+        if spec.timeout_ms == Some(0) {
+            let head = ctx.head(lock).await?;
+            return Err(not_acquired(head.map_or(0, |h| h.index)));
+        }
+        self.join(
+            spec,
+            existing,
+            entry_id,
+            reg_key,
+            session.epoch,
+            timeout_at,
+            count,
+        )
+        .await
+    }
+
+    /// Joins the queued entry `existing` (same value): the newest request's
+    /// ttl becomes the entry's, and the request waits with the others.
+    #[allow(clippy::too_many_arguments)]
+    async fn join(
+        &self,
+        spec: &AcquireSpec,
+        existing: Entry,
+        entry_id: String,
+        reg_key: String,
+        epoch: u64,
+        timeout_at: Option<tokio::time::Instant>,
+        count: CountGuard,
+    ) -> Result<Option<WaitStream>, EngineError> {
+        let ctx = &self.ctx;
+        let lock = spec.key.as_str();
+        let session = ctx.session().await?;
+        let local = ctx
+            .trackers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&existing.key).cloned())
+            .filter(|h| h.index == existing.index);
+        let rec = existing.rec.renewed(spec.ttl_ms, ctx.now());
+        let mut then = vec![TxnOp::put(
+            existing.key.clone(),
+            rec.to_bytes(),
+            Some(PutOptions::new().with_ignore_lease()),
+        )];
+        if local.is_none() {
+            then.push(TxnOp::put(
+                reg_key.clone(),
+                ctx.gateway.clone(),
+                Some(PutOptions::new().with_lease(session.lease)),
+            ));
+        }
+        let entries = ctx.keys.entries(lock);
+        then.push(TxnOp::get(entries.clone(), Some(first_entries(1))));
+        then.push(TxnOp::get(
+            entries,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_count_only()
+                    .with_max_create_revision(existing.index as i64 - 1),
+            ),
+        ));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                existing.key.clone(),
+                CompareOp::Equal,
+                existing.mod_rev,
+            )])
+            .and_then(then);
+        let resp = ctx.txn(txn).await?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        let rev = revision(&resp);
+        let ops = resp.op_responses();
+        let n = ops.len();
+        let head = range(&ops, n - 2)?
+            .kvs()
+            .first()
+            .map(Entry::from_kv)
+            .transpose()?;
+        let position = range(&ops, n - 1)?.count() as u64;
+        let first = WaitUpdate::Queued {
+            index: existing.index,
+            position,
+            holder: head.and_then(|h| h.holder_view()),
+        };
+        let (waiter, rx) = self.new_waiter(timeout_at);
+        let waiter_id = waiter.id;
+        let commands = match local {
+            Some(handle) => {
+                let (ack, acked) = oneshot::channel();
+                if handle
+                    .commands
+                    .send(TrackerCommand::Attach { waiter, ack })
+                    .is_err()
+                    || acked.await.is_err()
+                {
+                    // The tracker ended meanwhile (granted or withdrawn):
+                    // look again.
+                    return Ok(None);
+                }
+                handle.commands
+            }
+            None => {
+                spawn_tracker(
+                    ctx,
+                    TrackerInit {
+                        lock: lock.to_owned(),
+                        key: existing.key.clone(),
+                        entry_id,
+                        index: existing.index,
+                        mod_rev: rev,
+                        rec,
+                        reg_key,
+                        epoch,
+                        waiter,
+                    },
+                )
+                .commands
+            }
+        };
+        Ok(Some(self.queued_stream(
+            lock,
+            existing.key,
+            existing.index,
+            first,
+            waiter_id,
+            rx,
+            commands,
+            count,
+        )))
+    }
+
+    fn new_waiter(
+        &self,
+        timeout_at: Option<tokio::time::Instant>,
+    ) -> (LocalWaiter, mpsc::UnboundedReceiver<Notice>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            LocalWaiter {
+                id: self.ctx.next_id(),
+                tx,
+                timeout_at,
+            },
+            rx,
+        )
+    }
+
+    /// The stream of a queued request `waiter` of the tracker behind
+    /// `commands`.
+    #[allow(clippy::too_many_arguments)]
+    fn queued_stream(
+        &self,
+        lock: &str,
+        key: String,
+        index: u64,
+        first: WaitUpdate,
+        waiter: u64,
+        rx: mpsc::UnboundedReceiver<Notice>,
+        commands: mpsc::UnboundedSender<TrackerCommand>,
+        count: CountGuard,
+    ) -> WaitStream {
+        wait_stream(
+            self.ctx.clone(),
+            lock.to_owned(),
+            key,
+            index,
+            first,
+            Then::Queued {
+                rx,
+                guard: DetachGuard { waiter, commands },
+            },
+            count,
+        )
+    }
+
+    /// Reads everything of the locks under `range_key` (a prefix) at one
+    /// revision.
+    async fn load(&self, range_key: String) -> Result<(Mirror, i64), EtcdError> {
+        let resp = self
+            .ctx
+            .get(range_key, GetOptions::new().with_prefix())
+            .await?;
+        let mut mirror = Mirror::default();
+        mirror.load(&self.ctx.keys, resp.kvs());
+        Ok((mirror, resp.header().map_or(0, |h| h.revision())))
+    }
+}
+
+#[async_trait]
+impl Engine for EtcdEngine {
+    async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        let timeout_at = spec
+            .timeout_ms
+            .map(|t| tokio::time::Instant::now() + std::time::Duration::from_millis(t));
+        for _ in 0..MAX_RACES {
+            if let Some(stream) = self.try_wait(&spec, timeout_at).await? {
+                return Ok(stream);
+            }
+        }
+        Err(
+            EtcdError::Contention("the lock changed too often to queue for; try again".into())
+                .into(),
+        )
+    }
+
+    async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
+        self.ctx.renew(key, &target, ttl_ms).await
+    }
+
+    async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError> {
+        match self
+            .ctx
+            .remove(key, &target, Reason::Released, None)
+            .await?
+        {
+            Some(r) => Ok(r),
+            None => Err(not_found(&target)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<KeyView, EngineError> {
+        let (mirror, _) = self.load(self.ctx.keys.lock(key)).await?;
+        Ok(mirror.view(key))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeySummary>, EngineError> {
+        // Escaped names do not sort like names, so the page is cut from the
+        // whole range, sorted by name.
+        let (mirror, _) = self.load(self.ctx.keys.locks_with_prefix(prefix)).await?;
+        Ok(mirror.summaries(after, limit))
+    }
+
+    async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
+        let range_key = if prefix {
+            self.ctx.keys.locks_with_prefix(key)
+        } else {
+            self.ctx.keys.lock(key)
+        };
+        // Read, then watch from the next revision: nothing falls between.
+        let (mirror, rev) = self.load(range_key.clone()).await?;
+        let end = keys::prefix_end(range_key.as_bytes());
+        let sub = self
+            .ctx
+            .hub
+            .subscribe(range_key.into_bytes(), Some(end), rev + 1);
+        let ctx = self.ctx.clone();
+        let state = (ctx, mirror, sub, std::collections::VecDeque::new(), false);
+        let stream = futures::stream::unfold(
+            state,
+            |(ctx, mut mirror, mut sub, mut queue, done)| async move {
+                loop {
+                    if let Some(ev) = queue.pop_front() {
+                        return Some((Ok(ev), (ctx, mirror, sub, queue, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match sub.next().await {
+                        Ok(changes) => {
+                            let now = ctx.now();
+                            queue.extend(mirror.apply(&ctx.keys, &changes, now));
+                        }
+                        Err(e) => {
+                            return Some((
+                                Err(EngineError::Unavailable(e.to_string())),
+                                (ctx, mirror, sub, queue, true),
+                            ));
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(stream.fuse()))
+    }
+
+    async fn stats(&self) -> Result<EngineStats, EngineError> {
+        let resp = self
+            .ctx
+            .get(
+                self.ctx.keys.all(),
+                GetOptions::new().with_prefix().with_keys_only(),
+            )
+            .await?;
+        let mut locks = std::collections::HashSet::new();
+        let mut entries = 0;
+        for kv in resp.kvs() {
+            if let Some(keys::KeyKind::Entry { lock }) = self.ctx.keys.parse(kv.key()) {
+                entries += 1;
+                locks.insert(lock);
+            }
+        }
+        Ok(EngineStats {
+            keys: locks.len() as u64,
+            entries,
+            waiters: self.ctx.waiters.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+}

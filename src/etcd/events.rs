@@ -1,0 +1,301 @@
+//! From etcd key changes to lock events, and from key-value ranges to views.
+//!
+//! A [`Mirror`] holds the entries of a range of locks as read at one
+//! revision, then applies etcd's changes revision by revision. Each
+//! revision becomes the lock events it means, in the order etcd applied the
+//! writes, each reporting the lock's holder and queue length *after* the
+//! whole revision, as the embedded backend reports a release and the hand-
+//! over it causes:
+//!
+//! | etcd change                               | event       |
+//! | ----------------------------------------- | ----------- |
+//! | entry created, not held                   | `queued`    |
+//! | entry created held, or queued -> held     | `acquired`  |
+//! | held -> held, or queued -> queued (ttl)   | `renewed`   |
+//! | entry deleted, tombstone `released`       | `released`  |
+//! | entry deleted, tombstone `expired`        | `expired`   |
+//! | entry deleted, tombstone `cancelled`      | `cancelled` |
+//! | held entry deleted, no tombstone          | `expired` (its lease ran out) |
+//! | queued entry deleted, no tombstone        | `cancelled` (its gateway's lease ran out) |
+//!
+//! A rewrite that changes only the lease (a queued entry handed to another
+//! gateway's lease) leaves the value as it was and produces no event.
+//!
+//! Remaining gap: when a hold expires through its lease (its gateway gone)
+//! or the head entry is promoted by its own gateway rather than by the
+//! releasing transaction, the removal and the new holder are two revisions,
+//! so the `expired`/`released` event reports no holder and the `acquired`
+//! event follows a moment later; the embedded backend reports both at once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use etcd_client::KeyValue;
+
+use super::{
+    hub::Change,
+    keys::{KeyKind, Keys},
+    record::{Entry, EntryRecord, Reason, Tombstone},
+};
+use crate::engine::{EventKind, HolderView, KeySummary, KeyView, LockEvent, UnixMillis};
+
+/// One entry as the mirror keeps it.
+#[derive(Clone, Debug)]
+struct Mirrored {
+    id: String,
+    value: Vec<u8>,
+    rec: EntryRecord,
+}
+
+/// The entries of a range of locks, kept current from etcd's changes.
+#[derive(Default)]
+pub struct Mirror {
+    /// Entries per lock, by index.
+    locks: BTreeMap<String, BTreeMap<u64, Mirrored>>,
+    /// Which lock and index each entry key is.
+    by_key: HashMap<Vec<u8>, (String, u64)>,
+    /// Registrations per entry key (lock, entry id) and their create
+    /// revisions.
+    registrations: HashMap<(String, String), Vec<i64>>,
+}
+
+impl Mirror {
+    /// Loads key-value pairs read from a range (entries and registrations;
+    /// other keys are skipped).
+    pub fn load(&mut self, keys: &Keys, kvs: &[KeyValue]) {
+        for kv in kvs {
+            match keys.parse(kv.key()) {
+                Some(KeyKind::Entry { lock }) => {
+                    if let Ok(rec) = serde_json::from_slice::<EntryRecord>(kv.value()) {
+                        let index = kv.create_revision() as u64;
+                        let id = entry_id(kv.key());
+                        self.by_key.insert(kv.key().to_vec(), (lock.clone(), index));
+                        self.locks.entry(lock).or_default().insert(
+                            index,
+                            Mirrored {
+                                id,
+                                value: kv.value().to_vec(),
+                                rec,
+                            },
+                        );
+                    }
+                }
+                Some(KeyKind::Registration { lock }) => {
+                    if let Some(entry_id) = registration_entry(keys, &lock, kv.key()) {
+                        self.registrations
+                            .entry((lock, entry_id))
+                            .or_default()
+                            .push(kv.create_revision());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Applies a batch of changes (in revision order) and returns the events
+    /// they mean, stamped `now`.
+    pub fn apply(&mut self, keys: &Keys, changes: &[Change], now: UnixMillis) -> Vec<LockEvent> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < changes.len() {
+            let rev = changes[start].mod_rev;
+            let end = changes[start..]
+                .iter()
+                .position(|c| c.mod_rev != rev)
+                .map_or(changes.len(), |n| start + n);
+            self.apply_revision(keys, &changes[start..end], now, &mut out);
+            start = end;
+        }
+        out
+    }
+
+    fn apply_revision(
+        &mut self,
+        keys: &Keys,
+        changes: &[Change],
+        now: UnixMillis,
+        out: &mut Vec<LockEvent>,
+    ) {
+        // Tombstones are written after the delete they explain, in the same
+        // transaction: read them first.
+        let tombs: HashMap<u64, Reason> = changes
+            .iter()
+            .filter(|c| !c.deleted)
+            .filter_map(|c| match keys.parse(&c.key) {
+                Some(KeyKind::Tombstone { index, .. }) => {
+                    Tombstone::parse(&c.value).map(|r| (index, r))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut pending: Vec<(String, EventKind, u64, Option<String>, u64)> = Vec::new();
+        for c in changes {
+            let Some(KeyKind::Entry { lock }) = keys.parse(&c.key) else {
+                continue;
+            };
+            if c.deleted {
+                let Some((lock, index)) = self.by_key.remove(&c.key) else {
+                    continue;
+                };
+                let Some(queue) = self.locks.get_mut(&lock) else {
+                    continue;
+                };
+                let Some(gone) = queue.remove(&index) else {
+                    continue;
+                };
+                if queue.is_empty() {
+                    self.locks.remove(&lock);
+                }
+                let kind = match tombs.get(&index) {
+                    Some(Reason::Released) => EventKind::Released,
+                    Some(Reason::Expired) => EventKind::Expired,
+                    Some(Reason::Cancelled) => EventKind::Cancelled,
+                    None if gone.rec.held.is_some() => EventKind::Expired,
+                    None => EventKind::Cancelled,
+                };
+                pending.push((lock, kind, index, gone.rec.value, gone.rec.ttl_ms));
+                continue;
+            }
+            let Ok(rec) = serde_json::from_slice::<EntryRecord>(&c.value) else {
+                continue;
+            };
+            let index = c.create_rev as u64;
+            let queue = self.locks.entry(lock.clone()).or_default();
+            let kind = match queue.get(&index) {
+                None => Some(if rec.held.is_some() {
+                    EventKind::Acquired
+                } else {
+                    EventKind::Queued
+                }),
+                Some(prev) if prev.value == c.value => None,
+                Some(prev) => Some(match (prev.rec.held.is_some(), rec.held.is_some()) {
+                    (false, true) => EventKind::Acquired,
+                    _ => EventKind::Renewed,
+                }),
+            };
+            self.by_key.insert(c.key.clone(), (lock.clone(), index));
+            if let Some(kind) = kind {
+                pending.push((lock, kind, index, rec.value.clone(), rec.ttl_ms));
+            }
+            queue.insert(
+                index,
+                Mirrored {
+                    id: entry_id(&c.key),
+                    value: c.value.clone(),
+                    rec,
+                },
+            );
+        }
+        for (lock, kind, index, value, ttl_ms) in pending {
+            let (holder, queue_length) = self.summary(&lock);
+            out.push(LockEvent {
+                key: lock,
+                kind,
+                index,
+                value,
+                ttl_ms,
+                at: now,
+                holder,
+                queue_length,
+            });
+        }
+    }
+
+    /// The holder of `lock` and how many entries wait behind the head.
+    fn summary(&self, lock: &str) -> (Option<HolderView>, u64) {
+        let Some(queue) = self.locks.get(lock) else {
+            return (None, 0);
+        };
+        let holder = queue
+            .first_key_value()
+            .and_then(|(&i, m)| holder_view(i, &m.rec));
+        (holder, queue.len().saturating_sub(1) as u64)
+    }
+
+    /// `lock`'s holder and queue. A lock never used reads as free.
+    pub fn view(&self, lock: &str) -> KeyView {
+        let Some(queue) = self.locks.get(lock) else {
+            return KeyView::default();
+        };
+        let holder = queue
+            .first_key_value()
+            .and_then(|(&i, m)| holder_view(i, &m.rec));
+        let queue = queue
+            .iter()
+            .filter(|(_, m)| m.rec.held.is_none())
+            .map(|(&index, m)| {
+                let waiters = self.live_registrations(lock, index, &m.id);
+                Entry {
+                    key: String::new(),
+                    index,
+                    mod_rev: 0,
+                    lease: 0,
+                    rec: m.rec.clone(),
+                }
+                .queued_view(waiters)
+            })
+            .collect();
+        KeyView { holder, queue }
+    }
+
+    /// Requests waiting on an entry, as far as etcd knows: the gateways
+    /// registered on it (each has at least one request waiting on it).
+    fn live_registrations(&self, lock: &str, index: u64, id: &str) -> u64 {
+        self.registrations
+            .get(&(lock.to_owned(), id.to_owned()))
+            .map_or(0, |revs| {
+                revs.iter().filter(|&&r| r >= index as i64).count() as u64
+            })
+    }
+
+    /// Up to `limit` locks in use, sorted by name, after `after`.
+    pub fn summaries(&self, after: Option<&str>, limit: usize) -> Vec<KeySummary> {
+        self.locks
+            .iter()
+            .filter(|(name, _)| after.is_none_or(|a| name.as_str() > a))
+            .take(limit)
+            .map(|(name, _)| {
+                let (holder, queue_length) = self.summary(name);
+                KeySummary {
+                    key: name.clone(),
+                    holder,
+                    queue_length,
+                }
+            })
+            .collect()
+    }
+
+    /// Locks and entries in the mirror.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.locks.len() as u64,
+            self.locks.values().map(|q| q.len() as u64).sum(),
+        )
+    }
+}
+
+fn holder_view(index: u64, rec: &EntryRecord) -> Option<HolderView> {
+    let h = rec.held?;
+    Some(HolderView {
+        index,
+        value: rec.value.clone(),
+        ttl_ms: rec.ttl_ms,
+        acquired_at: h.acquired_at,
+        deadline: h.deadline,
+    })
+}
+
+/// The entry id of an entry key: what follows the last `/`.
+fn entry_id(key: &[u8]) -> String {
+    let key = String::from_utf8_lossy(key);
+    key.rsplit_once('/')
+        .map_or(String::new(), |(_, id)| id.to_owned())
+}
+
+/// The entry id a registration key belongs to.
+fn registration_entry(keys: &Keys, lock: &str, key: &[u8]) -> Option<String> {
+    let key = std::str::from_utf8(key).ok()?;
+    let rest = key.strip_prefix(&format!("{}w/", keys.lock(lock)))?;
+    let (entry_id, _) = rest.split_once('/')?;
+    Some(entry_id.to_owned())
+}

@@ -1,0 +1,517 @@
+//! The backend's context and the etcd transactions that change a queue.
+//!
+//! Every change is one etcd transaction guarded by compares on the keys it
+//! read (their mod revision, and where it matters that a range is empty or
+//! holds only older keys), so concurrent gateways never act on a state that
+//! has moved: the loser of a race re-reads and tries again.
+//!
+//! Removing an entry (release, precise expiry) hands the lock on in the same
+//! transaction: if the removed entry was the head, the next entry is written
+//! as the holder (on a fresh lease for its ttl) atomically with the delete,
+//! so "the next entry is holder at once" holds on etcd too, and watchers see
+//! the release and the new holder at one revision.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, GetResponse, KvClient, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    error::EtcdError,
+    expiry::Expirer,
+    hub::Hub,
+    keys::{self, Keys},
+    record::{Entry, Reason, Tombstone},
+    session::{Connector, Session},
+    waiter::TrackerCommand,
+};
+use crate::engine::{EngineError, UnixMillis};
+use crate::engine::{Release, Renewal, Target, clock::Clock, table::TableError};
+
+/// How often a transaction is retried after losing a race before the
+/// client is told to try again.
+pub const MAX_RACES: usize = 64;
+
+/// A gateway-local tracker of a queued entry, as the join path finds it.
+#[derive(Clone)]
+pub struct TrackerHandle {
+    /// Tells trackers apart when one replaces another for the same key.
+    pub id: u64,
+    /// The entry's index.
+    pub index: u64,
+    /// This gateway's registration on the entry.
+    pub reg_key: String,
+    /// Where to send waiters that join it.
+    pub commands: mpsc::UnboundedSender<TrackerCommand>,
+}
+
+/// Everything the backend's parts share: the link to etcd, the key layout,
+/// the watch hub, the local trackers and timers.
+pub struct Ctx {
+    /// The key layout.
+    pub keys: Keys,
+    /// The link to etcd.
+    pub conn: Arc<Connector>,
+    /// The shared watch stream.
+    pub hub: Hub,
+    /// Wall-clock milliseconds, monotonic within the process.
+    pub clock: Clock,
+    /// This gateway's id in key names; random per process.
+    pub gateway: String,
+    counter: AtomicU64,
+    /// Queued entries this gateway has waiters on, by entry key.
+    pub trackers: Mutex<HashMap<String, TrackerHandle>>,
+    /// Precise expiry of the holds this gateway granted or renewed.
+    pub expirer: Expirer,
+    /// Open wait streams on this gateway.
+    pub waiters: AtomicUsize,
+    /// The bound on [`waiters`](Self::waiters).
+    pub max_waiters: usize,
+}
+
+impl Ctx {
+    /// A context over `conn`; the expirer is attached by the engine.
+    pub fn new(
+        keys: Keys,
+        conn: Arc<Connector>,
+        hub: Hub,
+        expirer: Expirer,
+        max_waiters: usize,
+    ) -> Self {
+        Self {
+            keys,
+            conn,
+            hub,
+            clock: Clock::new(),
+            gateway: gateway_id(),
+            counter: AtomicU64::new(1),
+            trackers: Mutex::new(HashMap::new()),
+            expirer,
+            waiters: AtomicUsize::new(0),
+            max_waiters,
+        }
+    }
+
+    /// A number unique within this process.
+    pub fn next_id(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    /// The live session, or UNAVAILABLE.
+    pub async fn session(&self) -> Result<Arc<Session>, EtcdError> {
+        self.conn.session().await
+    }
+
+    /// Runs one etcd request with the request timeout; a failure that looks
+    /// like a lost connection makes the session check itself at once.
+    pub async fn rpc<T>(
+        &self,
+        fut: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, EtcdError> {
+        let timeout = self.conn.timeout();
+        let r = match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(EtcdError::Client(e)),
+            Err(_) => Err(EtcdError::Timeout(timeout)),
+        };
+        if let Err(e) = &r
+            && e.is_connectivity()
+        {
+            self.conn.probe();
+        }
+        r
+    }
+
+    /// A KV client of the live session.
+    pub async fn kv(&self) -> Result<KvClient, EtcdError> {
+        Ok(self.session().await?.client.kv_client())
+    }
+
+    /// Runs a transaction.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, EtcdError> {
+        let mut kv = self.kv().await?;
+        self.rpc(kv.txn(txn)).await
+    }
+
+    /// Reads a key or range.
+    pub async fn get(&self, key: String, opts: GetOptions) -> Result<GetResponse, EtcdError> {
+        let mut kv = self.kv().await?;
+        self.rpc(kv.get(key, Some(opts))).await
+    }
+
+    /// A lease for a hold of `ttl_ms`: whole seconds, rounded up, plus one
+    /// second of grace so that the gateway's precise expiry (at exactly the
+    /// ttl) normally acts first; the lease is the backstop when no gateway
+    /// is left to do it. Never shorter than the ttl, so a hold never ends
+    /// early. 0 = no lease, for ttl 0.
+    pub async fn hold_lease(&self, ttl_ms: u64) -> Result<i64, EtcdError> {
+        if ttl_ms == 0 {
+            return Ok(0);
+        }
+        let secs = ttl_ms.div_ceil(1000).saturating_add(1).min(i64::MAX as u64) as i64;
+        let session = self.session().await?;
+        let mut leases = session.client.lease_client();
+        Ok(self.rpc(leases.grant(secs, None)).await?.id())
+    }
+
+    /// Revokes `lease` in the background (a lease no key uses any more);
+    /// if that fails it simply runs out.
+    pub fn revoke_later(&self, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        let Some(session) = self.conn.current() else {
+            return;
+        };
+        let timeout = self.conn.timeout();
+        tokio::spawn(async move {
+            let mut leases = session.client.lease_client();
+            let _ = tokio::time::timeout(timeout, leases.revoke(lease)).await;
+        });
+    }
+
+    /// Reads the entry `target` names, if it exists.
+    pub async fn find(&self, lock: &str, target: &Target) -> Result<Option<Entry>, EtcdError> {
+        let (key, opts) = self.find_query(lock, target);
+        let resp = self.get(key, opts).await?;
+        resp.kvs().first().map(Entry::from_kv).transpose()
+    }
+
+    fn find_query(&self, lock: &str, target: &Target) -> (String, GetOptions) {
+        match target {
+            Target::Value(v) => (
+                self.keys.entry(lock, &keys::value_entry_id(v)),
+                GetOptions::new(),
+            ),
+            Target::Index(i) => {
+                let rev = (*i).min(i64::MAX as u64) as i64;
+                (
+                    self.keys.entries(lock),
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_min_create_revision(rev)
+                        .with_max_create_revision(rev),
+                )
+            }
+        }
+    }
+
+    /// Reads the entry `target` names and the first two entries of the
+    /// queue, at one revision.
+    async fn find_with_heads(
+        &self,
+        lock: &str,
+        target: &Target,
+    ) -> Result<(Option<Entry>, Vec<Entry>), EtcdError> {
+        let (key, opts) = self.find_query(lock, target);
+        let txn = Txn::new().and_then([
+            TxnOp::get(key, Some(opts)),
+            TxnOp::get(self.keys.entries(lock), Some(first_entries(2))),
+        ]);
+        let resp = self.txn(txn).await?;
+        let ops = resp.op_responses();
+        let own = range(&ops, 0)?
+            .kvs()
+            .first()
+            .map(Entry::from_kv)
+            .transpose()?;
+        let heads = entries(range(&ops, 1)?)?;
+        Ok((own, heads))
+    }
+
+    /// Removes the entry `target` names, for `reason`, handing the lock on
+    /// to the next entry in the same transaction if it was the head. With
+    /// `expect_mod`, only if the entry was not changed since (the precise
+    /// expiry of a hold that may have been renewed elsewhere). `None` if
+    /// there is no such entry (or it changed).
+    pub async fn remove(
+        &self,
+        lock: &str,
+        target: &Target,
+        reason: Reason,
+        expect_mod: Option<i64>,
+    ) -> Result<Option<Release>, EtcdError> {
+        for _ in 0..MAX_RACES {
+            let (own, heads) = self.find_with_heads(lock, target).await?;
+            let Some(own) = own else { return Ok(None) };
+            if expect_mod.is_some_and(|m| m != own.mod_rev) {
+                return Ok(None);
+            }
+            let is_head = heads.first().is_some_and(|h| h.key == own.key);
+            // Hand over only to an entry this gateway tracks: then someone
+            // alive is waiting on it. An entry of another gateway is
+            // promoted by that gateway when it sees its predecessor go, and
+            // one whose gateway died is never granted: it goes with that
+            // gateway's lease.
+            let successor = heads
+                .get(1)
+                .filter(|s| is_head && !s.is_held())
+                .and_then(|s| self.local_registration(s).map(|reg| (s.clone(), reg)));
+            let now = self.now();
+            let succ_lease = match &successor {
+                Some((s, _)) => self.hold_lease(s.rec.ttl_ms).await?,
+                None => 0,
+            };
+            let session = self.session().await?;
+            let tomb = session.tomb_lease(self.conn.timeout()).await?;
+            let own_id = self
+                .keys
+                .entry_id(lock, &own.key)
+                .unwrap_or_default()
+                .to_owned();
+            let mut then = vec![
+                TxnOp::delete(own.key.clone(), None),
+                TxnOp::delete(
+                    self.keys.registrations(lock, &own_id),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
+                TxnOp::put(
+                    self.keys.tombstone(lock, own.index),
+                    Tombstone { reason }.to_bytes(),
+                    Some(PutOptions::new().with_lease(tomb)),
+                ),
+            ];
+            let succ_rec = successor.as_ref().map(|(s, _)| s.rec.held_at(now));
+            if let (Some((s, reg)), Some(rec)) = (&successor, &succ_rec) {
+                then.push(TxnOp::txn(self.handover_txn(lock, s, reg, rec, succ_lease)));
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    own.key.clone(),
+                    CompareOp::Equal,
+                    own.mod_rev,
+                )])
+                .and_then(then);
+            let resp = match self.txn(txn).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.revoke_later(succ_lease);
+                    if e.is_lease_not_found() {
+                        session.drop_tomb_lease().await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            if !resp.succeeded() {
+                self.revoke_later(succ_lease);
+                continue;
+            }
+            let rev = revision(&resp);
+            let handed = resp
+                .op_responses()
+                .get(3)
+                .is_some_and(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
+            match (&successor, &succ_rec) {
+                (Some((s, _)), Some(rec)) if handed => {
+                    if let Some(deadline) = rec.deadline() {
+                        self.expirer.schedule(lock, &s.key, s.index, rev, deadline);
+                    }
+                }
+                _ => self.revoke_later(succ_lease),
+            }
+            if own.is_held() {
+                self.revoke_later(own.lease);
+            }
+            self.expirer.forget(&own.key);
+            return Ok(Some(Release {
+                index: own.index,
+                was_holder: own.is_held(),
+            }));
+        }
+        Err(EtcdError::Contention(
+            "the lock changed too often to release; try again".into(),
+        ))
+    }
+
+    /// This gateway's registration on `entry`, if one of its trackers
+    /// waits on it.
+    fn local_registration(&self, entry: &Entry) -> Option<String> {
+        let map = self.trackers.lock().ok()?;
+        map.get(&entry.key)
+            .filter(|h| h.index == entry.index)
+            .map(|h| h.reg_key.clone())
+    }
+
+    /// The nested transaction that makes `succ` the holder: only if it did
+    /// not change and this gateway's registration on it is still there.
+    fn handover_txn(
+        &self,
+        lock: &str,
+        succ: &Entry,
+        reg: &str,
+        rec: &super::record::EntryRecord,
+        lease: i64,
+    ) -> Txn {
+        let id = self.keys.entry_id(lock, &succ.key).unwrap_or_default();
+        let regs = self.keys.registrations(lock, id);
+        Txn::new()
+            .when([
+                Compare::mod_revision(succ.key.clone(), CompareOp::Equal, succ.mod_rev),
+                Compare::create_revision(reg.to_owned(), CompareOp::Greater, 0),
+            ])
+            .and_then([
+                TxnOp::put(
+                    succ.key.clone(),
+                    rec.to_bytes(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::delete(regs, Some(DeleteOptions::new().with_prefix())),
+            ])
+    }
+
+    /// Renews the entry `target` names: a holder gets a fresh lease for
+    /// `ttl_ms` and a new deadline; a queued entry gets the ttl it will be
+    /// held with.
+    pub async fn renew(
+        &self,
+        lock: &str,
+        target: &Target,
+        ttl_ms: u64,
+    ) -> Result<Renewal, EngineError> {
+        for _ in 0..MAX_RACES {
+            let Some(own) = self.find(lock, target).await? else {
+                return Err(not_found(target));
+            };
+            match self.renew_entry(lock, &own, ttl_ms).await? {
+                Some((renewal, _)) => return Ok(renewal),
+                None => continue,
+            }
+        }
+        Err(EtcdError::Contention("the lock changed too often to renew; try again".into()).into())
+    }
+
+    /// Renews `own` as read (see [`renew`](Self::renew)); `None` if it
+    /// changed meanwhile. Also returns the revision of the write.
+    pub async fn renew_entry(
+        &self,
+        lock: &str,
+        own: &Entry,
+        ttl_ms: u64,
+    ) -> Result<Option<(Renewal, i64)>, EtcdError> {
+        let now = self.now();
+        let rec = own.rec.renewed(ttl_ms, now);
+        let lease = if own.is_held() {
+            self.hold_lease(ttl_ms).await?
+        } else {
+            0
+        };
+        let opts = if own.is_held() {
+            PutOptions::new().with_lease(lease)
+        } else {
+            PutOptions::new().with_ignore_lease()
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                own.key.clone(),
+                CompareOp::Equal,
+                own.mod_rev,
+            )])
+            .and_then([TxnOp::put(own.key.clone(), rec.to_bytes(), Some(opts))]);
+        let resp = match self.txn(txn).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.revoke_later(lease);
+                return Err(e);
+            }
+        };
+        if !resp.succeeded() {
+            self.revoke_later(lease);
+            return Ok(None);
+        }
+        let rev = revision(&resp);
+        if own.is_held() {
+            if own.lease != lease {
+                self.revoke_later(own.lease);
+            }
+            match rec.deadline() {
+                Some(d) => self.expirer.schedule(lock, &own.key, own.index, rev, d),
+                None => self.expirer.forget(&own.key),
+            }
+        }
+        Ok(Some((
+            Renewal {
+                index: own.index,
+                held: own.is_held(),
+                deadline: rec.deadline(),
+            },
+            rev,
+        )))
+    }
+
+    /// The head of `lock`'s queue, if any.
+    pub async fn head(&self, lock: &str) -> Result<Option<Entry>, EtcdError> {
+        let resp = self.get(self.keys.entries(lock), first_entries(1)).await?;
+        Ok(entries(&resp)?.into_iter().next())
+    }
+}
+
+/// "Not found" in the embedded backend's words.
+pub fn not_found(target: &Target) -> EngineError {
+    let what = match target {
+        Target::Index(i) => format!("index {i}"),
+        Target::Value(v) => format!("value {v:?}"),
+    };
+    TableError::NotFound(what).into()
+}
+
+/// "Held, and timeout 0 does not wait" in the embedded backend's words.
+pub fn not_acquired(holder_index: u64) -> EngineError {
+    TableError::NotImmediatelyAvailable { holder_index }.into()
+}
+
+/// Options for the first `n` entries of a queue (in index order).
+pub fn first_entries(n: i64) -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(n)
+}
+
+/// The revision a response was served at (for a write: the write's).
+pub fn revision(resp: &TxnResponse) -> i64 {
+    resp.header().map_or(0, |h| h.revision())
+}
+
+/// The range response of operation `i` of a transaction.
+pub fn range(ops: &[TxnOpResponse], i: usize) -> Result<&GetResponse, EtcdError> {
+    match ops.get(i) {
+        Some(TxnOpResponse::Get(g)) => Ok(g),
+        _ => Err(EtcdError::Corrupt {
+            key: format!("transaction operation {i}"),
+            reason: "etcd did not answer with a range".into(),
+        }),
+    }
+}
+
+/// The entries of a range response.
+pub fn entries(resp: &GetResponse) -> Result<Vec<Entry>, EtcdError> {
+    resp.kvs().iter().map(Entry::from_kv).collect()
+}
+
+fn gateway_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
