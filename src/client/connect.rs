@@ -1,0 +1,390 @@
+//! Endpoints and fail-over: a [`Client`] knows one or several baton
+//! endpoints and sends each call to the one that answered last, moving on to
+//! the next when a call fails with `UNAVAILABLE` (which is also how tonic
+//! reports connection errors).
+
+use std::{
+    future::Future,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint},
+};
+
+use super::error::ClientError;
+use crate::proto::v1::{election_client::ElectionClient, lock_client::LockClient};
+
+/// The endpoint the command line and [`Client::connect`] use by default.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4001";
+
+/// A handle on a baton service, cheap to clone (clones share connections).
+///
+/// Calls go to the endpoint that answered last; a call that fails with
+/// `UNAVAILABLE` or cannot connect is retried once on each other endpoint,
+/// in the order given, before it fails with [`ClientError::Unavailable`].
+/// Fail-over is meant for gateways that share state (the etcd backend);
+/// separate embedded servers are separate lock services.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), baton::client::ClientError> {
+/// use baton::client::Client;
+///
+/// // One endpoint, or several separated by commas.
+/// let client = Client::connect("http://10.0.0.1:4001,http://10.0.0.2:4001").await?;
+/// let status = client.status("jobs/nightly").await?;
+/// println!("held by {:?}", status.holder.map(|h| h.index));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoints: Vec<Target>,
+    /// Index into `endpoints` of the endpoint to try first.
+    current: AtomicUsize,
+    request_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Target {
+    uri: String,
+    endpoint: Endpoint,
+    /// Made on first use, inside the runtime (tonic's channels need one).
+    channel: OnceLock<Channel>,
+}
+
+impl Target {
+    /// The endpoint's channel, connecting lazily. Fails (as unavailable)
+    /// outside a Tokio runtime rather than panicking in tonic.
+    fn channel(&self) -> Result<Channel, Status> {
+        if let Some(c) = self.channel.get() {
+            return Ok(c.clone());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Status::unavailable(
+                "the baton client must run inside a Tokio runtime",
+            ));
+        }
+        Ok(self
+            .channel
+            .get_or_init(|| self.endpoint.clone().connect_lazy())
+            .clone())
+    }
+}
+
+/// Settings for a [`Client`]: endpoints and timeouts.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), baton::client::ClientError> {
+/// use std::time::Duration;
+/// use baton::client::Client;
+///
+/// let client = Client::builder()
+///     .endpoints(["http://10.0.0.1:4001", "http://10.0.0.2:4001"])
+///     .connect_timeout(Duration::from_secs(2))
+///     .connect()
+///     .await?;
+/// # let _ = client;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds endpoints, in fail-over order. Each string may itself hold
+    /// several, separated by commas; `host:port` means `http://host:port`.
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for e in endpoints {
+            self.endpoints.extend(
+                e.as_ref()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        self
+    }
+
+    /// How long to wait for a TCP connection before trying the next
+    /// endpoint (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a single call (not a wait) may take on one endpoint before it
+    /// counts as unavailable there (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Builds the client without connecting: connections are made on first
+    /// use, so this only fails on malformed endpoints.
+    ///
+    /// ```
+    /// use baton::client::{Client, ClientError};
+    ///
+    /// let client = Client::builder().endpoints(["10.0.0.1:4001,10.0.0.2:4001"]).build()?;
+    /// assert_eq!(
+    ///     client.endpoints().collect::<Vec<_>>(),
+    ///     ["http://10.0.0.1:4001", "http://10.0.0.2:4001"],
+    /// );
+    /// assert!(matches!(Client::builder().build(), Err(ClientError::NoEndpoints)));
+    /// # Ok::<(), ClientError>(())
+    /// ```
+    pub fn build(self) -> Result<Client, ClientError> {
+        if self.endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let mut targets = Vec::with_capacity(self.endpoints.len());
+        for given in self.endpoints {
+            let uri = if given.contains("://") {
+                given.clone()
+            } else {
+                format!("http://{given}")
+            };
+            if !uri.starts_with("http://") {
+                return Err(ClientError::InvalidEndpoint {
+                    endpoint: given,
+                    reason: "only http:// endpoints are supported".into(),
+                });
+            }
+            let endpoint =
+                Endpoint::from_shared(uri.clone()).map_err(|e| ClientError::InvalidEndpoint {
+                    endpoint: given.clone(),
+                    reason: e.to_string(),
+                })?;
+            let endpoint = endpoint
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            targets.push(Target {
+                uri,
+                endpoint,
+                channel: OnceLock::new(),
+            });
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints: targets,
+                current: AtomicUsize::new(0),
+                request_timeout: self.request_timeout,
+            }),
+        })
+    }
+
+    /// Builds the client and connects to the first endpoint that answers, so
+    /// an unreachable service is reported now rather than on first use.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let client = self.build()?;
+        client.ping().await?;
+        Ok(client)
+    }
+}
+
+impl Client {
+    /// Settings for a client, starting with no endpoints.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects to `endpoints` (one, or several separated by commas) with the
+    /// default timeouts. See [`ClientBuilder::connect`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton::client::ClientError> {
+    /// let client = baton::client::Client::connect("http://127.0.0.1:4001").await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(endpoints: &str) -> Result<Client, ClientError> {
+        Self::builder().endpoints([endpoints]).connect().await
+    }
+
+    /// The endpoints, in fail-over order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &str> {
+        self.inner.endpoints.iter().map(|t| t.uri.as_str())
+    }
+
+    /// The endpoint calls go to first (the last one that answered).
+    pub fn current_endpoint(&self) -> &str {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
+        &self.inner.endpoints[i].uri
+    }
+
+    /// Checks that some endpoint answers (a cheap `Lock.Get`).
+    async fn ping(&self) -> Result<(), ClientError> {
+        self.unary(|mut lock, _| async move {
+            lock.get(crate::proto::v1::GetRequest {
+                key: "baton/ping".into(),
+            })
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Runs `op` on the current endpoint, failing over to the others in turn
+    /// while it fails with `UNAVAILABLE`. Each attempt is bounded by the
+    /// request timeout.
+    pub(crate) async fn unary<T, F, Fut>(&self, mut op: F) -> Result<T, ClientError>
+    where
+        F: FnMut(LockClient<Channel>, ElectionClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let timeout = self.inner.request_timeout;
+        self.with_failover(|lock, election| {
+            let call = op(lock, election);
+            async move {
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Status::unavailable(format!(
+                        "no answer within {}s",
+                        timeout.as_secs_f64()
+                    ))),
+                }
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            Failure::Status(s) => ClientError::from_status(&s),
+            Failure::Unavailable(e) => e,
+        })
+    }
+
+    /// Runs `op` on each endpoint in turn, starting with the current one,
+    /// until it succeeds or fails with something other than `UNAVAILABLE`.
+    pub(crate) async fn with_failover<T, F, Fut>(&self, mut op: F) -> Result<T, Failure>
+    where
+        F: FnMut(LockClient<Channel>, ElectionClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let n = self.inner.endpoints.len();
+        let start = self.inner.current.load(Ordering::Relaxed);
+        let mut last = String::new();
+        for attempt in 0..n {
+            let i = (start + attempt) % n;
+            let target = &self.inner.endpoints[i];
+            let result = match target.channel() {
+                Ok(channel) => {
+                    op(
+                        LockClient::new(channel.clone()),
+                        ElectionClient::new(channel),
+                    )
+                    .await
+                }
+                Err(s) => Err(s),
+            };
+            match result {
+                Ok(v) => {
+                    self.inner.current.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(s) if fails_over(&s) => {
+                    tracing::debug!(endpoint = %target.uri, error = %s, "endpoint unavailable");
+                    last = describe(&s);
+                    // Start the next call with the next endpoint, unless
+                    // another call already moved on.
+                    let _ = self.inner.current.compare_exchange(
+                        i,
+                        (i + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                Err(s) => {
+                    self.inner.current.store(i, Ordering::Relaxed);
+                    return Err(Failure::Status(s));
+                }
+            }
+        }
+        Err(Failure::Unavailable(self.unavailable(last)))
+    }
+
+    /// The error for "every endpoint failed, the last with `message`".
+    pub(crate) fn unavailable(&self, message: String) -> ClientError {
+        ClientError::Unavailable {
+            endpoints: self.endpoints().collect::<Vec<_>>().join(","),
+            message,
+        }
+    }
+
+    /// How many endpoints there are.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.inner.endpoints.len()
+    }
+}
+
+/// How a fail-over attempt ended badly.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// An endpoint answered with this non-`UNAVAILABLE` status.
+    Status(Status),
+    /// No endpoint answered.
+    Unavailable(ClientError),
+}
+
+/// Whether a status means "try another endpoint": `UNAVAILABLE` (server
+/// shutting down, connection refused or reset) or a transport failure that
+/// tonic reports as `UNKNOWN`.
+pub(crate) fn fails_over(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable => true,
+        Code::Unknown => {
+            let m = s.message();
+            m.contains("transport error")
+                || m.contains("connection")
+                || m.contains("h2 protocol error")
+        }
+        _ => false,
+    }
+}
+
+/// A status as one line, with its source (the connection error) if any.
+fn describe(s: &Status) -> String {
+    let mut out = s.message().to_owned();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
