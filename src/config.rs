@@ -1,5 +1,6 @@
 //! The command line and environment: `baton [serve] [flags]`. Every flag can
-//! also be set as `BATON_<FLAG>` in the environment (clap's `env`).
+//! also be set as `BATON_<FLAG>` in the environment (clap's `env`). The
+//! client subcommands' arguments live with them in [`crate::cli`].
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -27,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// The client subcommands: lock, elect, leader, observe, release, status.
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 /// Which engine backend keeps the state.

@@ -4,7 +4,11 @@
 //! ([`server`]) serves the surfaces [`grpc`] and [`http`] on one port; they
 //! call the [`service`] layer, which validates requests and maps them onto
 //! the [`engine`], whose embedded backend is made durable by [`store`].
+//! Clients sit on top: [`client`] is the Rust client library, [`cli`] the
+//! client subcommands of the `baton` binary built on it.
 
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod etcd;

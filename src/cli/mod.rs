@@ -1,0 +1,150 @@
+//! The client subcommands of the `baton` binary: `lock`, `elect`, `leader`,
+//! `observe`, `release` and `status`, each a thin layer over
+//! [`crate::client`] talking gRPC to `--endpoint`.
+//!
+//! Exit codes: 0 on success; 1 when baton says no (timeout, not found,
+//! unreachable, lock lost); with a command, the command's own exit code
+//! (128 + N if it died of signal N; 127 if it could not be started); 128 + N
+//! when interrupted by signal N while waiting.
+
+mod elect;
+mod hold;
+mod leader;
+mod lock;
+mod observe;
+mod release;
+mod signals;
+mod status;
+
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Args, Subcommand};
+
+use crate::client::{Client, ClientError, DEFAULT_ENDPOINT};
+
+pub use elect::ElectArgs;
+pub use leader::LeaderArgs;
+pub use lock::LockArgs;
+pub use observe::ObserveArgs;
+pub use release::ReleaseArgs;
+pub use status::StatusArgs;
+
+/// The client subcommands (flattened into [`crate::config::Command`]).
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Wait for a lock, then run a command while holding it (or, without a
+    /// command, print the index and hold until interrupted).
+    Lock(LockArgs),
+    /// Campaign in an election, then run a command while leading (or, without
+    /// a command, print the index and lead until interrupted).
+    Elect(ElectArgs),
+    /// Print an election's leader (`none` if nobody leads).
+    Leader(LeaderArgs),
+    /// Print an election's leader, then a line for each change.
+    Observe(ObserveArgs),
+    /// Release a lock entry (the holder or a waiting one) by index or value.
+    Release(ReleaseArgs),
+    /// Show a lock's holder and queue.
+    Status(StatusArgs),
+}
+
+/// Where the client subcommands find baton.
+#[derive(Clone, Debug, Args)]
+pub struct ClientArgs {
+    /// baton's gRPC endpoint; several, comma-separated, are tried in turn.
+    #[arg(long, env = "BATON_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+}
+
+impl ClientArgs {
+    /// A client for the endpoints (connections are made on first use).
+    fn client(&self) -> Result<Client, ClientError> {
+        Client::builder().endpoints([&self.endpoint]).build()
+    }
+}
+
+/// Runs a client subcommand to completion.
+pub async fn run(command: ClientCommand) -> ExitCode {
+    match command {
+        ClientCommand::Lock(args) => lock::run(args).await,
+        ClientCommand::Elect(args) => elect::run(args).await,
+        ClientCommand::Leader(args) => leader::run(args).await,
+        ClientCommand::Observe(args) => observe::run(args).await,
+        ClientCommand::Release(args) => release::run(args).await,
+        ClientCommand::Status(args) => status::run(args).await,
+    }
+}
+
+/// Baton said no, or could not be asked.
+const FAILURE: u8 = 1;
+
+/// Prints `baton: MESSAGE` on stderr and returns the failure exit code.
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("baton: {message}");
+    ExitCode::from(FAILURE)
+}
+
+/// Writes lines to stdout, flushing them at once (so pipes see each as it
+/// happens). A closed stdout (`| head -1`) is not an error worth a panic.
+fn print_lines<I, S>(lines: I) -> io::Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out = io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{}", line.as_ref())?;
+    }
+    out.flush()
+}
+
+/// Parses seconds (fractions allowed) for `--ttl` and `--timeout`.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if secs < 0.0 {
+        return Err(format!("{s:?} is negative"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// A duration for people: `1.5s`, `2m03s`, `1h02m`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        let s = format!("{:.1}", d.as_secs_f64());
+        format!("{}s", s.strip_suffix(".0").unwrap_or(&s))
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+        assert!(parse_secs("NaN").is_err());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_secs(60)), "1m00s");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::from_secs(5)), "5s");
+        assert_eq!(human(Duration::from_secs(3725)), "1h02m");
+    }
+}
