@@ -2,8 +2,8 @@
 
 use futures::StreamExt;
 
-use super::{Service, ServiceError, ServiceStream, convert};
-use crate::engine::{AcquireSpec, WaitUpdate};
+use super::{Service, ServiceError, ServiceStream, WaitStep, convert};
+use crate::engine::AcquireSpec;
 use crate::proto::v1::{self as pb, wait_event::Event};
 
 impl Service {
@@ -18,25 +18,15 @@ impl Service {
             ttl_ms: self.ttl(req.ttl_ms)?,
             timeout_ms: req.timeout_ms,
         };
-        let permit = self.stream_permit()?;
-        let updates = self.engine.wait(spec).await?;
-        let events = updates.map(|u| {
-            let event = match u? {
-                WaitUpdate::Queued {
-                    index,
-                    position,
-                    holder,
-                } => Event::Queued(pb::Queued {
-                    index,
-                    position,
-                    holder: holder.map(|h| convert::holder(&h, convert::wall_now())),
-                }),
-                WaitUpdate::Acquired(g) => Event::Acquired(convert::acquired(&g)),
-                WaitUpdate::Ended { index, reason } => Event::Ended(convert::ended(index, reason)),
+        let steps = self.start_wait(spec).await?;
+        Ok(Box::pin(steps.map(|step| {
+            let event = match step? {
+                WaitStep::Queued(q) => Event::Queued(q),
+                WaitStep::Acquired(a) => Event::Acquired(a),
+                WaitStep::Ended(e) => Event::Ended(e),
             };
             Ok(pb::WaitEvent { event: Some(event) })
-        });
-        Ok(self.guard(events, permit))
+        })))
     }
 
     /// Lock.Renew.

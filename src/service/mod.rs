@@ -13,7 +13,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Target};
+use crate::engine::{AcquireSpec, Engine, Target, WaitUpdate};
+use crate::proto::v1 as pb;
 pub use error::ServiceError;
 
 /// A server stream of API messages.
@@ -98,6 +99,31 @@ impl Service {
     /// The limits in force.
     pub fn limits(&self) -> ServiceLimits {
         self.limits
+    }
+
+    /// Starts a wait (a lock's or a campaign's) and streams its steps in API
+    /// terms; `Wait` and `Campaign` only name the steps differently.
+    async fn start_wait(&self, spec: AcquireSpec) -> Result<ServiceStream<WaitStep>, ServiceError> {
+        let permit = self.stream_permit()?;
+        let updates = self.engine.wait(spec).await?;
+        let steps = updates.map(|u| {
+            Ok(match u? {
+                WaitUpdate::Queued {
+                    index,
+                    position,
+                    holder,
+                } => WaitStep::Queued(pb::Queued {
+                    index,
+                    position,
+                    holder: holder.map(|h| convert::holder(&h, convert::wall_now())),
+                }),
+                WaitUpdate::Acquired(g) => WaitStep::Acquired(convert::acquired(&g)),
+                WaitUpdate::Ended { index, reason } => {
+                    WaitStep::Ended(convert::ended(index, reason))
+                }
+            })
+        });
+        Ok(self.guard(steps, permit))
     }
 
     /// Takes one stream slot, or fails with RESOURCE_EXHAUSTED.
@@ -193,6 +219,14 @@ impl Service {
         let after = (!page_token.is_empty()).then(|| page_token.to_owned());
         (size as usize, after)
     }
+}
+
+/// One step of a wait, before it is named as a `WaitEvent` or a
+/// `CampaignEvent`.
+enum WaitStep {
+    Queued(pb::Queued),
+    Acquired(pb::Acquired),
+    Ended(pb::Ended),
 }
 
 fn shutting_down() -> ServiceError {

@@ -263,5 +263,11 @@ pub fn disk_fsync(phase: Phase) -> Result<Row> {
         let _ = h.record(micros(t0.elapsed()));
     }
     let rate = h.len() as f64 / start.elapsed().as_secs_f64();
-    Ok(Row::latency("disk fsync (one writer)", crate::target::TargetKind::Durable, 1, rate, &h))
+    Ok(Row::latency(
+        "disk fsync (one writer)",
+        crate::target::TargetKind::Durable,
+        1,
+        rate,
+        &h,
+    ))
 }

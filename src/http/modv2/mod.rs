@@ -17,7 +17,7 @@ use futures::StreamExt;
 use http::{Method, StatusCode, Uri, header};
 
 use crate::proto::v1::{self as pb, campaign_event, release_request, renew_request, wait_event};
-use crate::service::Service;
+use crate::service::{Service, ServiceError, ServiceStream};
 use error::{Cause, ModError};
 use params::Params;
 
@@ -137,14 +137,26 @@ async fn acquire(svc: &Service, key: String, p: &Params) -> Result<Response, Mod
         ttl_ms: ttl_ms(svc, p, cause)?,
         timeout_ms: timeout_ms(p, cause)?,
     };
-    let mut stream = svc
-        .wait(req)
-        .await
-        .map_err(|e| ModError::from_service(e, cause))?;
+    let stream = svc.wait(req).await;
+    answer_on_grant(stream, cause, |e| match e.event {
+        Some(wait_event::Event::Acquired(a)) => Some(a.index),
+        _ => None,
+    })
+    .await
+}
+
+/// Follows a wait until `granted` finds the index in a step, and answers
+/// with it. Dropping the stream early (the client hung up) withdraws it.
+async fn answer_on_grant<T>(
+    stream: Result<ServiceStream<T>, ServiceError>,
+    cause: Cause,
+    granted: impl Fn(T) -> Option<u64>,
+) -> Result<Response, ModError> {
+    let mut stream = stream.map_err(|e| ModError::from_service(e, cause))?;
     while let Some(item) = stream.next().await {
-        let event = item.map_err(|e| ModError::from_service(e, cause))?;
-        if let Some(wait_event::Event::Acquired(a)) = event.event {
-            return Ok(text(a.index.to_string()));
+        let step = item.map_err(|e| ModError::from_service(e, cause))?;
+        if let Some(index) = granted(step) {
+            return Ok(text(index.to_string()));
         }
     }
     Err(ModError::NotAcquired(
@@ -212,19 +224,12 @@ async fn campaign(svc: &Service, election: String, p: &Params) -> Result<Respons
         ttl_ms,
         timeout_ms: timeout_ms(p, cause)?,
     };
-    let mut stream = svc
-        .campaign(req)
-        .await
-        .map_err(|e| ModError::from_service(e, cause))?;
-    while let Some(item) = stream.next().await {
-        let event = item.map_err(|e| ModError::from_service(e, cause))?;
-        if let Some(campaign_event::Event::Elected(a)) = event.event {
-            return Ok(text(a.index.to_string()));
-        }
-    }
-    Err(ModError::NotAcquired(
-        "the campaign ended before it was elected".into(),
-    ))
+    let stream = svc.campaign(req).await;
+    answer_on_grant(stream, cause, |e| match e.event {
+        Some(campaign_event::Event::Elected(a)) => Some(a.index),
+        _ => None,
+    })
+    .await
 }
 
 async fn resign(svc: &Service, election: String, p: &Params) -> Result<Response, ModError> {
