@@ -51,9 +51,14 @@ pub(super) async fn run(args: ElectArgs) -> ExitCode {
     let leadership = tokio::select! {
         got = campaign.elected() => match got {
             Ok(l) => l,
+            Err(ClientError::Timeout { timeout, .. }) if timeout.is_zero() => {
+                return fail(format_args!(
+                    "{:?} has a leader (timed out at once: --timeout 0)", args.election
+                ));
+            }
             Err(ClientError::Timeout { timeout, .. }) => {
                 return fail(format_args!(
-                    "not elected in {:?} within {}", args.election, human(timeout)
+                    "timed out after {} waiting to lead {:?}", human(timeout), args.election
                 ));
             }
             Err(e) => return fail(format_args!("cannot campaign in {:?}: {e}", args.election)),

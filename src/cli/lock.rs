@@ -51,6 +51,9 @@ pub(super) async fn run(args: LockArgs) -> ExitCode {
     let guard = tokio::select! {
         got = request.acquire() => match got {
             Ok(guard) => guard,
+            Err(ClientError::Timeout { timeout, .. }) if timeout.is_zero() => {
+                return fail(format_args!("{what} is held (timed out at once: --timeout 0)"));
+            }
             Err(ClientError::Timeout { timeout, .. }) => {
                 return fail(format_args!("timed out after {} waiting for {what}", human(timeout)));
             }
