@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+pub mod etcd;
+
 use baton::proto::v1::{election_client::ElectionClient, lock_client::LockClient};
 use tonic::transport::Channel;
 

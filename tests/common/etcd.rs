@@ -1,0 +1,157 @@
+//! Test support: a real single-member etcd (Debian's `etcd-server`) on free
+//! loopback ports with a temporary data directory, and baton gateways over
+//! it.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::Server;
+
+/// A running etcd, killed (and its data removed) on drop. It can be stopped
+/// and started again on the same ports and data, as an outage.
+pub struct Etcd {
+    bin: PathBuf,
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`, the client URL.
+    pub url: String,
+    peer: String,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it serves.
+    pub fn start() -> Self {
+        let bin = which("etcd").unwrap_or_else(|| {
+            panic!(
+                "the etcd backend's tests need a real etcd: `etcd` is not on PATH. \
+                 Run scripts/install-test-deps.sh (it installs Debian's etcd-server)."
+            )
+        });
+        let mut etcd = Self {
+            bin,
+            child: None,
+            url: format!("http://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+            dir: tempfile::tempdir().expect("temp dir for etcd"),
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log");
+        let child = Command::new(&self.bin)
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &self.peer])
+            .args(["--initial-advertise-peer-urls", &self.peer])
+            .args(["--initial-cluster", &format!("test={}", self.peer)])
+            // A quick election, so that start and restart take well under
+            // a second.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(30));
+    }
+
+    fn wait_healthy(&self, within: Duration) {
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if health(&addr) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "etcd did not become healthy on {} (log: {})",
+            self.url,
+            std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Kills etcd (`kill -9`): an outage. Its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data after [`stop`](Self::stop).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The data directory (for debugging a failed test).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Server {
+    /// Starts `baton --backend etcd` over `etcd`, under `prefix`, with
+    /// `extra` flags.
+    pub fn etcd(etcd: &Etcd, prefix: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            etcd.url.as_str(),
+            "--etcd-prefix",
+            prefix,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+}
+
+/// Whether etcd answers `/health` with `"health":"true"`.
+fn health(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
