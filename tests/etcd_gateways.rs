@@ -1,0 +1,275 @@
+//! Several baton gateways over one real etcd: state is shared through etcd
+//! only, a gateway killed with `kill -9` takes its queued entries with it
+//! (after its lease runs out) and never a hold, and joins work across
+//! gateways.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use baton::proto::v1::{self as pb, lock_client::LockClient, release_request, wait_event};
+use common::{Server, etcd::Etcd};
+use tonic::{Code, Streaming, transport::Channel};
+
+fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> pb::WaitRequest {
+    pb::WaitRequest {
+        key: key.into(),
+        value: value.into(),
+        ttl_ms,
+        timeout_ms,
+    }
+}
+
+async fn next_event(s: &mut Streaming<pb::WaitEvent>) -> Result<wait_event::Event, tonic::Status> {
+    let item = tokio::time::timeout(Duration::from_secs(30), s.message())
+        .await
+        .expect("stream stalled")?;
+    Ok(item.expect("stream ended").event.expect("event"))
+}
+
+async fn wait(c: &mut LockClient<Channel>, req: pb::WaitRequest) -> Streaming<pb::WaitEvent> {
+    c.wait(req).await.unwrap().into_inner()
+}
+
+async fn acquire(
+    c: &mut LockClient<Channel>,
+    key: &str,
+    value: &str,
+    ttl_ms: u64,
+) -> (Streaming<pb::WaitEvent>, u64) {
+    let mut s = wait(c, wait_req(key, value, ttl_ms, None)).await;
+    match next_event(&mut s).await.unwrap() {
+        wait_event::Event::Acquired(a) => (s, a.index),
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+async fn queued(s: &mut Streaming<pb::WaitEvent>) -> pb::Queued {
+    match next_event(s).await.unwrap() {
+        wait_event::Event::Queued(q) => q,
+        other => panic!("expected queued, got {other:?}"),
+    }
+}
+
+async fn view(c: &mut LockClient<Channel>, key: &str) -> pb::GetResponse {
+    c.get(pb::GetRequest { key: key.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn release(c: &mut LockClient<Channel>, key: &str, index: u64) -> pb::ReleaseResponse {
+    c.release(pb::ReleaseRequest {
+        key: key.into(),
+        target: Some(release_request::Target::Index(index)),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_taken_through_one_gateway_is_seen_and_handed_on_through_another() {
+    let etcd = Etcd::start();
+    let a = Server::etcd(&etcd, "/two/", &[]);
+    let b = Server::etcd(&etcd, "/two/", &[]);
+    let mut ca = a.lock().await;
+    let mut cb = b.lock().await;
+
+    let mut watch_b = cb
+        .watch(pb::WatchRequest {
+            key: "shared".into(),
+            prefix: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_held, first) = acquire(&mut ca, "shared", "via-a", 60_000).await;
+    let seen = view(&mut cb, "shared").await;
+    let holder = seen.holder.expect("B sees A's holder");
+    assert_eq!((holder.index, holder.value.as_str()), (first, "via-a"));
+
+    // Held: timeout 0 through B fails, leaving nothing.
+    let err = cb
+        .wait(wait_req("shared", "", 0, Some(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // A waiter on B is granted when A's holder releases.
+    let mut wb = b.lock().await;
+    let mut sb = wait(&mut wb, wait_req("shared", "via-b", 0, None)).await;
+    let q = queued(&mut sb).await;
+    assert_eq!(q.position, 1);
+    assert_eq!(q.holder.map(|h| h.index), Some(first));
+    let r = release(&mut ca, "shared", first).await;
+    assert!(r.was_holder);
+    match next_event(&mut sb).await.unwrap() {
+        wait_event::Event::Acquired(g) => assert_eq!(g.index, q.index),
+        other => panic!("expected acquired, got {other:?}"),
+    }
+    let seen = view(&mut ca, "shared").await;
+    assert_eq!(seen.holder.map(|h| h.index), Some(q.index));
+
+    // B's watch saw A's changes.
+    let mut kinds = Vec::new();
+    while kinds.len() < 4 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), watch_b.message())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
+        kinds.push((ev.kind, ev.index));
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (pb::EventKind::Acquired as i32, first),
+            (pb::EventKind::Queued as i32, q.index),
+            (pb::EventKind::Released as i32, first),
+            (pb::EventKind::Acquired as i32, q.index),
+        ]
+    );
+    // Renew and release through the other gateway, by value.
+    let r = ca
+        .renew(pb::RenewRequest {
+            key: "shared".into(),
+            target: Some(pb::renew_request::Target::Value("via-b".into())),
+            ttl_ms: 5_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.held);
+    ca.release(pb::ReleaseRequest {
+        key: "shared".into(),
+        target: Some(release_request::Target::Value("via-b".into())),
+    })
+    .await
+    .unwrap();
+    match next_event(&mut sb).await.unwrap() {
+        wait_event::Event::Ended(e) => assert_eq!(e.reason, pb::EndReason::Released as i32),
+        other => panic!("expected ended, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_value_requests_on_two_gateways_join_one_entry() {
+    let etcd = Etcd::start();
+    let a = Server::etcd(&etcd, "/join/", &["--etcd-queue-lease-secs", "2"]);
+    let b = Server::etcd(&etcd, "/join/", &[]);
+    let mut ca = a.lock().await;
+    let mut cb = b.lock().await;
+    let (_h, first) = acquire(&mut cb, "j", "", 0).await;
+
+    // Racing joins from both gateways end on one entry.
+    let (mut wa, mut wb) = (a.lock().await, b.lock().await);
+    let (sa, sb) = tokio::join!(
+        wait(&mut wa, wait_req("j", "x", 0, None)),
+        wait(&mut wb, wait_req("j", "x", 0, None))
+    );
+    let (mut sa, mut sb) = (sa, sb);
+    let (qa, qb) = (queued(&mut sa).await, queued(&mut sb).await);
+    assert_eq!(qa.index, qb.index);
+    assert_eq!(view(&mut ca, "j").await.queue.len(), 1);
+
+    // The requests on A go away (and A with them): B's request keeps the
+    // entry alive, whichever gateway created it.
+    drop(sa);
+    drop(wa);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut a = a;
+    a.kill();
+    // Longer than A's queue lease: had the entry stayed on A's lease, it
+    // would be gone now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = view(&mut cb, "j").await;
+    assert_eq!(seen.queue.len(), 1, "{seen:?}");
+    assert_eq!(seen.queue[0].index, qa.index);
+
+    release(&mut cb, "j", first).await;
+    match next_event(&mut sb).await.unwrap() {
+        wait_event::Event::Acquired(g) => assert_eq!(g.index, qa.index),
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_loses_its_queued_entries_and_never_its_holds() {
+    let etcd = Etcd::start();
+    let mut a = Server::etcd(&etcd, "/kill/", &["--etcd-queue-lease-secs", "2"]);
+    let b = Server::etcd(&etcd, "/kill/", &[]);
+    let mut ca = a.lock().await;
+    let mut cb = b.lock().await;
+
+    // Holds taken through A: a long one, one that never expires, and a
+    // short one that only the lease can end once A is gone.
+    let (_h1, held_ttl) = acquire(&mut ca, "hold-ttl", "", 60_000).await;
+    let (_h2, held_forever) = acquire(&mut ca, "hold-forever", "", 0).await;
+    let short_at = Instant::now();
+    let (_h3, held_short) = acquire(&mut ca, "hold-short", "", 3_000).await;
+
+    // Queued requests on A behind a holder on B.
+    let (_hb, holder) = acquire(&mut cb, "k", "", 0).await;
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let mut c = a.lock().await;
+        let mut s = wait(&mut c, wait_req("k", &format!("dead-{i}"), 0, None)).await;
+        queued(&mut s).await;
+        streams.push((c, s));
+    }
+    assert_eq!(view(&mut cb, "k").await.queue.len(), 3);
+
+    a.kill();
+    // The holder goes before A's lease has run out: A's entries are next,
+    // but nobody may be granted them.
+    release(&mut cb, "k", holder).await;
+    let start = Instant::now();
+    let mut emptied = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        let seen = view(&mut cb, "k").await;
+        assert!(
+            seen.holder.is_none(),
+            "a dead gateway's entry was granted: {seen:?}"
+        );
+        if seen.queue.is_empty() {
+            emptied = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let emptied = emptied.expect("the dead gateway's queued entries stayed");
+    assert!(
+        emptied >= Duration::from_secs(1),
+        "gone after {emptied:?}: too soon for a lease"
+    );
+
+    // The lock is free for the living.
+    let (_s, next) = acquire(&mut cb, "k", "", 0).await;
+    assert!(next > holder);
+
+    // The holds taken through A outlived A (and its queue lease).
+    let seen = view(&mut cb, "hold-ttl").await;
+    assert_eq!(seen.holder.map(|h| h.index), Some(held_ttl));
+    let seen = view(&mut cb, "hold-forever").await;
+    assert_eq!(seen.holder.map(|h| h.index), Some(held_forever));
+    // The short one ends by its lease, A being gone: never before its ttl.
+    let mut gone = None;
+    while short_at.elapsed() < Duration::from_secs(20) {
+        let seen = view(&mut cb, "hold-short").await;
+        match seen.holder {
+            Some(h) => assert_eq!(h.index, held_short),
+            None => {
+                gone = Some(short_at.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gone = gone.expect("the short hold never expired");
+    assert!(
+        gone >= Duration::from_secs(3),
+        "expired after {gone:?}, before its ttl"
+    );
+    drop(streams);
+}
