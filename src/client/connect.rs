@@ -358,20 +358,14 @@ pub(crate) enum Failure {
     Unavailable(ClientError),
 }
 
-/// Whether a status means "try another endpoint": `UNAVAILABLE` (server
-/// shutting down, connection refused or reset) or a transport failure that
-/// tonic reports as `UNKNOWN`.
+/// Whether a status means "try another endpoint": `UNAVAILABLE` (the server
+/// is shutting down, or the connection was refused or timed out), or any
+/// status tonic made up on this side from a transport failure (those carry
+/// the failure as their source; a status the server sent never does). That
+/// covers a connection that is closing (`CANCELLED`, "operation was
+/// canceled") or was reset mid-stream (`UNKNOWN`/`INTERNAL`).
 pub(crate) fn fails_over(s: &Status) -> bool {
-    match s.code() {
-        Code::Unavailable => true,
-        Code::Unknown => {
-            let m = s.message();
-            m.contains("transport error")
-                || m.contains("connection")
-                || m.contains("h2 protocol error")
-        }
-        _ => false,
-    }
+    s.code() == Code::Unavailable || std::error::Error::source(s).is_some()
 }
 
 /// A status as one line, with its source (the connection error) if any.
