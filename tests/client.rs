@@ -317,3 +317,81 @@ async fn lost_fires_when_renewals_fail_until_the_deadline() {
     assert!(matches!(lost, Lost::RenewFailed(_)), "{lost:?}");
     drop(server);
 }
+
+/// Two gateways over one etcd share their locks: when the gateway a guard
+/// talks to goes away, the guard renews through the other and keeps the
+/// lock, and a waiter on the dead gateway fails over and still acquires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_survives_its_gateway_going_away() {
+    let etcd = common::etcd::Etcd::start();
+    // A short queue lease on a: the entry its waiter leaves behind when it
+    // goes away is gone soon after (see the report on graceful shutdown).
+    let mut a = Server::etcd(
+        &etcd,
+        "/client-failover/",
+        &["--etcd-queue-lease-secs", "2"],
+    );
+    let b = Server::etcd(&etcd, "/client-failover/", &[]);
+    let c = Client::builder()
+        .endpoints([a.url.as_str(), b.url.as_str()])
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(c.current_endpoint(), a.url);
+    let guard = c
+        .lock("ha")
+        .ttl(Duration::from_secs(2))
+        .acquire()
+        .await
+        .expect("acquire");
+    let index = guard.index();
+
+    // A waiter queued through a, behind a holder on b.
+    let only_b = Client::connect(&b.url).await.expect("connect b");
+    let blocker = only_b.lock("ha/queue").await.expect("acquire on b");
+    let cw = c.clone();
+    let waiter = tokio::spawn(async move { cw.lock("ha/queue").acquire().await });
+    let queued = eventually(SOON, || {
+        let only_b = only_b.clone();
+        async move {
+            only_b
+                .status("ha/queue")
+                .await
+                .map(|s| s.queue.len() == 1)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(queued, "the waiter did not queue");
+
+    let a_url = a.url.clone();
+    let a = tokio::task::spawn_blocking(move || {
+        a.terminate(SOON).expect("gateway a did not stop");
+        a
+    })
+    .await
+    .expect("task");
+
+    // The waiter lost its stream with a and queued again through b (behind
+    // a's leftover entry until a's queue lease runs out).
+    blocker.release().await.expect("release the blocker");
+    let waited = tokio::time::timeout(SOON, waiter)
+        .await
+        .expect("the waiter never acquired")
+        .expect("task")
+        .expect("the waiter failed");
+    assert_eq!(
+        holder_index(&only_b, "ha/queue").await,
+        Some(waited.index())
+    );
+
+    // Well past the ttl: the guard has renewed through b.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(guard.is_lost(), None);
+    assert_eq!(holder_index(&only_b, "ha").await, Some(index));
+    assert_ne!(c.current_endpoint(), a_url);
+
+    guard.release().await.expect("release through b");
+    assert_eq!(holder_index(&only_b, "ha").await, None);
+    drop(a);
+}
