@@ -160,6 +160,7 @@ impl ServeArgs {
             queue_lease_secs: self.etcd_queue_lease_secs,
             timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
             max_waiters: self.max_waiters,
+            watch_buffer: self.watch_buffer,
         }
     }
 }

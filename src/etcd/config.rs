@@ -33,6 +33,8 @@ pub struct EtcdConfig {
     pub timeout: Duration,
     /// Waiting requests this gateway accepts at once.
     pub max_waiters: usize,
+    /// Event batches a watcher may fall behind before it is cut off.
+    pub watch_buffer: usize,
 }
 
 impl Default for EtcdConfig {
@@ -48,6 +50,7 @@ impl Default for EtcdConfig {
             queue_lease_secs: 10,
             timeout: Duration::from_secs(5),
             max_waiters: 1_000_000,
+            watch_buffer: 4096,
         }
     }
 }

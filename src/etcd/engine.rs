@@ -69,7 +69,7 @@ impl EtcdEngine {
     /// made before etcd answers wait for it up to the request timeout.
     pub fn start(config: &EtcdConfig) -> Result<Self, EtcdError> {
         let conn = Connector::start(config)?;
-        let hub = Hub::start(conn.clone());
+        let hub = Hub::start(conn.clone(), config.watch_buffer);
         let (expirer, task) = Expirer::new();
         let ctx = Arc::new(Ctx::new(
             Keys::new(&config.prefix),
@@ -91,6 +91,12 @@ impl EtcdEngine {
     ) -> Result<Option<WaitStream>, EngineError> {
         let ctx = &self.ctx;
         let session = ctx.session().await?;
+        if ctx.waiters.load(std::sync::atomic::Ordering::Relaxed) >= ctx.max_waiters {
+            return Err(EngineError::LimitReached(format!(
+                "too many waiting requests (at most {})",
+                ctx.max_waiters
+            )));
+        }
         let lock = spec.key.as_str();
         let entry_id = match &spec.value {
             Some(v) => keys::value_entry_id(v),
@@ -162,7 +168,7 @@ impl EtcdEngine {
         };
         let rev = revision(&resp);
         let ops = resp.op_responses();
-        let count = CountGuard::new(ctx)?;
+        let count = CountGuard::new(ctx);
         if resp.succeeded() {
             let head = range(&ops, 0)?
                 .kvs()
@@ -242,8 +248,10 @@ impl EtcdEngine {
         if existing.is_held() {
             // The holder's value again: renew with this request's ttl and
             // answer at once with the holder's index.
-            ctx.revoke_later(lease);
-            let Some((renewal, rev)) = ctx.renew_entry(lock, &existing, spec.ttl_ms).await? else {
+            let Some((renewal, rev)) = ctx
+                .renew_entry(lock, &existing, spec.ttl_ms, Some(lease))
+                .await?
+            else {
                 return Ok(None);
             };
             let grant = Grant {
@@ -532,10 +540,11 @@ impl Engine for EtcdEngine {
                             queue.extend(mirror.apply(&ctx.keys, &changes, now));
                         }
                         Err(e) => {
-                            return Some((
-                                Err(EngineError::Unavailable(e.to_string())),
-                                (ctx, mirror, sub, queue, true),
-                            ));
+                            let e = match e {
+                                EtcdError::Lagged => EngineError::from(e),
+                                e => EngineError::Unavailable(e.to_string()),
+                            };
+                            return Some((Err(e), (ctx, mirror, sub, queue, true)));
                         }
                     }
                 }

@@ -34,6 +34,9 @@ pub enum EtcdError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A watcher fell too far behind etcd's events and was cut off.
+    #[error("the watch fell behind etcd's events; read the state again and re-watch")]
+    Lagged,
     /// Transactions kept losing races; the caller may retry.
     #[error("{0}")]
     Contention(String),
@@ -70,6 +73,7 @@ impl From<EtcdError> for EngineError {
     fn from(e: EtcdError) -> Self {
         match e {
             EtcdError::Corrupt { .. } => EngineError::Internal(e.to_string()),
+            EtcdError::Lagged => EngineError::Lagged(0),
             _ => EngineError::Unavailable(e.to_string()),
         }
     }

@@ -6,7 +6,9 @@
 //! gRPC streams. Instead each watch is a create request on one shared stream
 //! with a watch id chosen here, and the events etcd sends for that id are
 //! routed to the subscriber. When the stream breaks (etcd lost), every
-//! subscriber is told and the next subscription opens a new stream.
+//! subscriber is told and the next subscription opens a new stream. A
+//! subscriber that lets `--watch-buffer` batches pile up is cut off, as a
+//! lagging watcher of the embedded backend is.
 
 use std::{
     collections::HashMap,
@@ -47,7 +49,7 @@ enum Command {
         key: Vec<u8>,
         end: Option<Vec<u8>>,
         start_rev: i64,
-        tx: mpsc::UnboundedSender<HubItem>,
+        tx: mpsc::Sender<HubItem>,
     },
     Cancel(i64),
 }
@@ -56,13 +58,14 @@ enum Command {
 pub struct Hub {
     commands: mpsc::UnboundedSender<Command>,
     next_id: AtomicI64,
+    buffer: usize,
 }
 
 /// Changes of one key or range from a start revision on. Dropping it
 /// cancels the watch.
 pub struct Subscription {
     id: i64,
-    rx: mpsc::UnboundedReceiver<HubItem>,
+    rx: mpsc::Receiver<HubItem>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -71,9 +74,7 @@ impl Subscription {
     pub async fn next(&mut self) -> HubItem {
         match self.rx.recv().await {
             Some(item) => item,
-            None => Err(EtcdError::WatchLost(
-                "the gateway's watch task stopped".into(),
-            )),
+            None => Err(EtcdError::Lagged),
         }
     }
 }
@@ -85,20 +86,22 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    /// Starts the hub's task; it opens the stream on first use.
-    pub fn start(connector: Arc<Connector>) -> Self {
+    /// Starts the hub's task; it opens the stream on first use. Each
+    /// subscriber may fall `buffer` batches behind before it is cut off.
+    pub fn start(connector: Arc<Connector>, buffer: usize) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(connector, rx));
         Self {
             commands,
             next_id: AtomicI64::new(1),
+            buffer: buffer.max(1),
         }
     }
 
     /// Watches `key` (or `[key, end)`) from revision `start_rev` on.
     pub fn subscribe(&self, key: Vec<u8>, end: Option<Vec<u8>>, start_rev: i64) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.buffer);
         if self
             .commands
             .send(Command::Watch {
@@ -110,7 +113,7 @@ impl Hub {
             })
             .is_err()
         {
-            let _ = tx.send(Err(EtcdError::WatchLost(
+            let _ = tx.try_send(Err(EtcdError::WatchLost(
                 "the gateway's watch task stopped".into(),
             )));
         }
@@ -127,7 +130,7 @@ type Responses = etcd_client::WatchResponseStream;
 
 async fn run(connector: Arc<Connector>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut stream: Option<(Sender, Responses)> = None;
-    let mut subs: HashMap<i64, mpsc::UnboundedSender<HubItem>> = HashMap::new();
+    let mut subs: HashMap<i64, mpsc::Sender<HubItem>> = HashMap::new();
     loop {
         tokio::select! {
             cmd = commands.recv() => {
@@ -153,7 +156,7 @@ async fn run(connector: Arc<Connector>, mut commands: mpsc::UnboundedReceiver<Co
                                 subs.insert(id, tx);
                             }
                             Err(e) => {
-                                let _ = tx.send(Err(EtcdError::WatchLost(e.to_string())));
+                                                                let _ = tx.try_send(Err(EtcdError::WatchLost(e.to_string())));
                                 if stream.is_some() {
                                     fail_all(&mut subs, &e.to_string());
                                     stream = None;
@@ -175,7 +178,15 @@ async fn run(connector: Arc<Connector>, mut commands: mpsc::UnboundedReceiver<Co
             }
             msg = next_response(&mut stream) => {
                 match msg {
-                    Some(Ok(resp)) => dispatch(&mut subs, resp),
+                                        Some(Ok(resp)) => {
+                        if let Some(lagging) = dispatch(&mut subs, resp)
+                            && let Some((sender, _)) = &mut stream
+                            && sender.cancel(lagging).await.is_err()
+                        {
+                            fail_all(&mut subs, "the etcd watch stream closed");
+                            stream = None;
+                        }
+                    }
                     Some(Err(e)) => {
                         fail_all(&mut subs, &format!("the etcd watch stream failed: {e}"));
                         stream = None;
@@ -217,7 +228,9 @@ async fn next_response(
     }
 }
 
-fn dispatch(subs: &mut HashMap<i64, mpsc::UnboundedSender<HubItem>>, resp: WatchResponse) {
+/// Routes one response; returns the id of a subscriber that fell behind
+/// and was dropped (its etcd watch is to be cancelled).
+fn dispatch(subs: &mut HashMap<i64, mpsc::Sender<HubItem>>, resp: WatchResponse) -> Option<i64> {
     let id = resp.watch_id();
     if resp.canceled() {
         if let Some(tx) = subs.remove(&id) {
@@ -231,12 +244,12 @@ fn dispatch(subs: &mut HashMap<i64, mpsc::UnboundedSender<HubItem>>, resp: Watch
             } else {
                 format!("etcd cancelled the watch: {}", resp.cancel_reason())
             };
-            let _ = tx.send(Err(EtcdError::WatchLost(why)));
+            let _ = tx.try_send(Err(EtcdError::WatchLost(why)));
         }
-        return;
+        return None;
     }
     if resp.events().is_empty() {
-        return;
+        return None;
     }
     let changes: Vec<Change> = resp
         .events()
@@ -252,15 +265,21 @@ fn dispatch(subs: &mut HashMap<i64, mpsc::UnboundedSender<HubItem>>, resp: Watch
             })
         })
         .collect();
-    if let Some(tx) = subs.get(&id) {
+    let tx = subs.get(&id)?;
+    match tx.try_send(Ok(changes)) {
         // A closed receiver means the subscriber is gone and its Cancel is
         // on the way; the Cancel removes it and stops etcd's watcher.
-        let _ = tx.send(Ok(changes));
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            // Dropping the sender ends the subscription as lagged.
+            subs.remove(&id);
+            Some(id)
+        }
     }
 }
 
-fn fail_all(subs: &mut HashMap<i64, mpsc::UnboundedSender<HubItem>>, why: &str) {
+fn fail_all(subs: &mut HashMap<i64, mpsc::Sender<HubItem>>, why: &str) {
     for (_, tx) in subs.drain() {
-        let _ = tx.send(Err(EtcdError::WatchLost(why.to_owned())));
+        let _ = tx.try_send(Err(EtcdError::WatchLost(why.to_owned())));
     }
 }

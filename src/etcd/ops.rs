@@ -388,7 +388,7 @@ impl Ctx {
             let Some(own) = self.find(lock, target).await? else {
                 return Err(not_found(target));
             };
-            match self.renew_entry(lock, &own, ttl_ms).await? {
+            match self.renew_entry(lock, &own, ttl_ms, None).await? {
                 Some((renewal, _)) => return Ok(renewal),
                 None => continue,
             }
@@ -397,19 +397,25 @@ impl Ctx {
     }
 
     /// Renews `own` as read (see [`renew`](Self::renew)); `None` if it
-    /// changed meanwhile. Also returns the revision of the write.
+    /// changed meanwhile. Also returns the revision of the write. `lease`
+    /// is a lease for `ttl_ms` granted already, used for a holder (and
+    /// revoked otherwise).
     pub async fn renew_entry(
         &self,
         lock: &str,
         own: &Entry,
         ttl_ms: u64,
+        lease: Option<i64>,
     ) -> Result<Option<(Renewal, i64)>, EtcdError> {
         let now = self.now();
         let rec = own.rec.renewed(ttl_ms, now);
-        let lease = if own.is_held() {
-            self.hold_lease(ttl_ms).await?
-        } else {
-            0
+        let lease = match (own.is_held(), lease) {
+            (true, Some(l)) => l,
+            (true, None) => self.hold_lease(ttl_ms).await?,
+            (false, l) => {
+                self.revoke_later(l.unwrap_or(0));
+                0
+            }
         };
         let opts = if own.is_held() {
             PutOptions::new().with_lease(lease)

@@ -676,19 +676,11 @@ impl Drop for DetachGuard {
 pub struct CountGuard(Arc<Ctx>);
 
 impl CountGuard {
-    /// Counts one more stream, or refuses beyond the limit.
-    pub fn new(ctx: &Arc<Ctx>) -> Result<Self, EngineError> {
-        let n = ctx
-            .waiters
+    /// Counts one more stream (the limit is checked before queueing).
+    pub fn new(ctx: &Arc<Ctx>) -> Self {
+        ctx.waiters
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let guard = Self(ctx.clone());
-        if n >= ctx.max_waiters {
-            return Err(EngineError::LimitReached(format!(
-                "too many waiting requests (at most {})",
-                ctx.max_waiters
-            )));
-        }
-        Ok(guard)
+        Self(ctx.clone())
     }
 }
 
