@@ -77,6 +77,8 @@ struct StoredHold {
 /// The redb journal of one data directory. Dropping it releases the lock.
 pub struct RedbJournal {
     db: Database,
+    /// The ceiling last committed, so unchanged ceilings are not rewritten.
+    index_ceiling: u64,
     _lock: File,
 }
 
@@ -155,7 +157,15 @@ impl RedbJournal {
             }
         };
         txn.commit().map_err(|e| damaged(&e))?;
-        Ok((Self { db, _lock: lock }, snapshot))
+        let index_ceiling = snapshot.index_ceiling;
+        Ok((
+            Self {
+                db,
+                index_ceiling,
+                _lock: lock,
+            },
+            snapshot,
+        ))
     }
 }
 
@@ -185,10 +195,16 @@ impl Journal for RedbJournal {
                     }
                 }
             }
-            let mut meta = txn.open_table(META).map_err(|e| db_err(&e))?;
-            meta.insert("index_ceiling", index_ceiling)
-                .map_err(|e| db_err(&e))?;
+            // The ceiling moves once per INDEX_RESERVATION entries; writing
+            // it only then keeps most commits to the holds table alone.
+            if index_ceiling != self.index_ceiling {
+                let mut meta = txn.open_table(META).map_err(|e| db_err(&e))?;
+                meta.insert("index_ceiling", index_ceiling)
+                    .map_err(|e| db_err(&e))?;
+            }
         }
-        txn.commit().map_err(|e| db_err(&e))
+        txn.commit().map_err(|e| db_err(&e))?;
+        self.index_ceiling = index_ceiling;
+        Ok(())
     }
 }
