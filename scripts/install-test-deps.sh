@@ -42,6 +42,7 @@ node_ok || { echo "node >= 18 and npm did not install" >&2; exit 1; }
 # A real etcd for the etcd backend's tests and the benchmark's etcd targets.
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 command -v etcd >/dev/null || { echo "etcd did not install (Debian package etcd-server)" >&2; exit 1; }
+command -v openssl >/dev/null 2>&1 || apt_install openssl # the etcd TLS test's certificates
 
 # Dashboard end-to-end test (dashboard/e2e/test.sh): Debian's chromium, driven
 # by playwright-core from npm, which downloads no browser of its own.

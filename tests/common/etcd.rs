@@ -17,27 +17,140 @@ use super::Server;
 pub struct Etcd {
     bin: PathBuf,
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`, the client URL.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), the client URL.
     pub url: String,
     peer: String,
     dir: tempfile::TempDir,
+    tls: Option<Certs>,
+}
+
+/// PEM files of a throw-away CA, an etcd server certificate for 127.0.0.1
+/// and a client certificate, made with the `openssl` command.
+#[derive(Clone, Debug)]
+pub struct Certs {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// etcd's certificate and key.
+    pub server_cert: PathBuf,
+    /// etcd's key.
+    pub server_key: PathBuf,
+    /// The client's certificate.
+    pub client_cert: PathBuf,
+    /// The client's key.
+    pub client_key: PathBuf,
+}
+
+impl Certs {
+    /// Makes the certificates in `dir`.
+    pub fn make(dir: &std::path::Path) -> Self {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the TLS test needs the openssl command (scripts/install-test-deps.sh)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=baton test CA",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+            .expect("write client.ext");
+        for who in ["server", "client"] {
+            let key = format!("{who}.key");
+            let csr = format!("{who}.csr");
+            let pem = format!("{who}.pem");
+            let ext = format!("{who}.ext");
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={who}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
 
 impl Etcd {
     /// Starts etcd and waits until it serves.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd serving clients over TLS only, with client certificates
+    /// required, and waits until it serves. [`certs`](Self::certs) has the
+    /// files.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = which("etcd").unwrap_or_else(|| {
             panic!(
                 "the etcd backend's tests need a real etcd: `etcd` is not on PATH. \
                  Run scripts/install-test-deps.sh (it installs Debian's etcd-server)."
             )
         });
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let scheme = if tls { "https" } else { "http" };
         let mut etcd = Self {
             bin,
             child: None,
-            url: format!("http://127.0.0.1:{}", free_port()),
+            url: format!("{scheme}://127.0.0.1:{}", free_port()),
             peer: format!("http://127.0.0.1:{}", free_port()),
-            dir: tempfile::tempdir().expect("temp dir for etcd"),
+            tls: tls.then(|| Certs::make(dir.path())),
+            dir,
         };
         etcd.spawn();
         etcd
@@ -45,7 +158,17 @@ impl Etcd {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(c) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&c.server_cert)
+                .arg("--key-file")
+                .arg(&c.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&c.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &self.url])
@@ -66,10 +189,20 @@ impl Etcd {
     }
 
     fn wait_healthy(&self, within: Duration) {
-        let addr = self.url.trim_start_matches("http://").to_owned();
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
         let start = Instant::now();
         while start.elapsed() < within {
-            if health(&addr) {
+            // Over TLS, listening is enough: clients wait for the election.
+            let ready = if self.tls.is_some() {
+                TcpStream::connect(&addr).is_ok()
+            } else {
+                health(&addr)
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -93,6 +226,11 @@ impl Etcd {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// The certificates, when started with [`start_tls`](Self::start_tls).
+    pub fn certs(&self) -> Option<&Certs> {
+        self.tls.as_ref()
     }
 
     /// The data directory (for debugging a failed test).
