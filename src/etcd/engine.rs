@@ -110,7 +110,7 @@ impl EtcdEngine {
         );
         let now = ctx.now();
         // Granted at once if the lock is free: that hold needs its lease in
-        // the same transaction. (Wasted, and revoked, when the lock is held.)
+        // the same transaction (a shared one, usually at hand already).
         let lease = ctx.hold_lease(spec.ttl_ms).await?;
         let queued = EntryRecord::queued(spec.value.clone(), spec.ttl_ms, now);
         let held = queued.held_at(now);
@@ -157,11 +157,10 @@ impl EtcdEngine {
         let resp = match ctx.txn(txn).await {
             Ok(r) => r,
             Err(e) => {
-                ctx.revoke_later(lease);
                 if e.is_lease_not_found() {
-                    // The session lease ran out under us: the link is
-                    // being re-established.
-                    ctx.conn.probe();
+                    // A cached lease or the session lease ran out under us:
+                    // forget them, and check the link.
+                    ctx.lease_gone().await;
                 }
                 return Err(e.into());
             }
@@ -198,7 +197,6 @@ impl EtcdEngine {
                     count,
                 )));
             }
-            ctx.revoke_later(lease);
             if spec.timeout_ms == Some(0) {
                 return Err(not_acquired(head.map_or(0, |h| h.index)));
             }
@@ -242,7 +240,6 @@ impl EtcdEngine {
             .map(Entry::from_kv)
             .transpose()?
         else {
-            ctx.revoke_later(lease);
             return Ok(None);
         };
         if existing.is_held() {
@@ -269,7 +266,6 @@ impl EtcdEngine {
                 count,
             )));
         }
-        ctx.revoke_later(lease);
         if spec.timeout_ms == Some(0) {
             let head = ctx.head(lock).await?;
             return Err(not_acquired(head.map_or(0, |h| h.index)));

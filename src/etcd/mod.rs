@@ -13,6 +13,7 @@
 //!   renew).
 //! - [`waiter`]: queued requests: trackers and wait streams.
 //! - [`expiry`]: precise expiry of holds.
+//! - [`leases`]: the shared leases holds hang on.
 //! - [`events`]: etcd changes as lock events, ranges as views.
 //! - [`engine`]: the [`Engine`](crate::engine::Engine) implementation.
 
@@ -23,6 +24,7 @@ pub mod events;
 pub mod expiry;
 pub mod hub;
 pub mod keys;
+pub mod leases;
 pub mod ops;
 pub mod record;
 pub mod session;

@@ -31,6 +31,7 @@ use super::{
     expiry::Expirer,
     hub::Hub,
     keys::{self, Keys},
+    leases::HoldLeases,
     record::{Entry, Reason, Tombstone},
     session::{Connector, Session},
     waiter::TrackerCommand,
@@ -73,6 +74,8 @@ pub struct Ctx {
     pub trackers: Mutex<HashMap<String, TrackerHandle>>,
     /// Precise expiry of the holds this gateway granted or renewed.
     pub expirer: Expirer,
+    /// Shared leases for holds.
+    pub leases: Arc<HoldLeases>,
     /// Open wait streams on this gateway.
     pub waiters: AtomicUsize,
     /// The bound on [`waiters`](Self::waiters).
@@ -88,7 +91,9 @@ impl Ctx {
         expirer: Expirer,
         max_waiters: usize,
     ) -> Self {
+        let leases = HoldLeases::new(conn.clone());
         Self {
+            leases,
             keys,
             conn,
             hub,
@@ -154,35 +159,20 @@ impl Ctx {
         self.rpc(kv.get(key, Some(opts))).await
     }
 
-    /// A lease for a hold of `ttl_ms`: whole seconds, rounded up, plus one
-    /// second of grace so that the gateway's precise expiry (at exactly the
-    /// ttl) normally acts first; the lease is the backstop when no gateway
-    /// is left to do it. Never shorter than the ttl, so a hold never ends
-    /// early. 0 = no lease, for ttl 0.
+    /// A lease for a hold of `ttl_ms` granted now (0 for ttl 0): shared
+    /// with other holds of that ttl, never shorter than the ttl plus a
+    /// second (see [`leases`](super::leases)).
     pub async fn hold_lease(&self, ttl_ms: u64) -> Result<i64, EtcdError> {
-        if ttl_ms == 0 {
-            return Ok(0);
-        }
-        let secs = ttl_ms.div_ceil(1000).saturating_add(1).min(i64::MAX as u64) as i64;
-        let session = self.session().await?;
-        let mut leases = session.client.lease_client();
-        Ok(self.rpc(leases.grant(secs, None)).await?.id())
+        self.leases.lease_for(ttl_ms).await
     }
 
-    /// Revokes `lease` in the background (a lease no key uses any more);
-    /// if that fails it simply runs out.
-    pub fn revoke_later(&self, lease: i64) {
-        if lease == 0 {
-            return;
+    /// After etcd said a lease is gone: forget the cached ones.
+    pub async fn lease_gone(&self) {
+        self.leases.reset().await;
+        if let Some(s) = self.conn.current() {
+            s.drop_tomb_lease().await;
         }
-        let Some(session) = self.conn.current() else {
-            return;
-        };
-        let timeout = self.conn.timeout();
-        tokio::spawn(async move {
-            let mut leases = session.client.lease_client();
-            let _ = tokio::time::timeout(timeout, leases.revoke(lease)).await;
-        });
+        self.conn.probe();
     }
 
     /// Reads the entry `target` names, if it exists.
@@ -300,16 +290,14 @@ impl Ctx {
             let resp = match self.txn(txn).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.revoke_later(succ_lease);
                     if e.is_lease_not_found() {
-                        session.drop_tomb_lease().await;
+                        self.lease_gone().await;
                         continue;
                     }
                     return Err(e);
                 }
             };
             if !resp.succeeded() {
-                self.revoke_later(succ_lease);
                 continue;
             }
             let rev = revision(&resp);
@@ -317,16 +305,11 @@ impl Ctx {
                 .op_responses()
                 .get(3)
                 .is_some_and(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
-            match (&successor, &succ_rec) {
-                (Some((s, _)), Some(rec)) if handed => {
-                    if let Some(deadline) = rec.deadline() {
-                        self.expirer.schedule(lock, &s.key, s.index, rev, deadline);
-                    }
-                }
-                _ => self.revoke_later(succ_lease),
-            }
-            if own.is_held() {
-                self.revoke_later(own.lease);
+            if let (Some((s, _)), Some(rec)) = (&successor, &succ_rec)
+                && handed
+                && let Some(deadline) = rec.deadline()
+            {
+                self.expirer.schedule(lock, &s.key, s.index, rev, deadline);
             }
             self.expirer.forget(&own.key);
             return Ok(Some(Release {
@@ -398,8 +381,7 @@ impl Ctx {
 
     /// Renews `own` as read (see [`renew`](Self::renew)); `None` if it
     /// changed meanwhile. Also returns the revision of the write. `lease`
-    /// is a lease for `ttl_ms` granted already, used for a holder (and
-    /// revoked otherwise).
+    /// is a lease for `ttl_ms` at hand already, used for a holder.
     pub async fn renew_entry(
         &self,
         lock: &str,
@@ -412,10 +394,7 @@ impl Ctx {
         let lease = match (own.is_held(), lease) {
             (true, Some(l)) => l,
             (true, None) => self.hold_lease(ttl_ms).await?,
-            (false, l) => {
-                self.revoke_later(l.unwrap_or(0));
-                0
-            }
+            (false, _) => 0,
         };
         let opts = if own.is_held() {
             PutOptions::new().with_lease(lease)
@@ -432,19 +411,17 @@ impl Ctx {
         let resp = match self.txn(txn).await {
             Ok(r) => r,
             Err(e) => {
-                self.revoke_later(lease);
+                if e.is_lease_not_found() {
+                    self.lease_gone().await;
+                }
                 return Err(e);
             }
         };
         if !resp.succeeded() {
-            self.revoke_later(lease);
             return Ok(None);
         }
         let rev = revision(&resp);
         if own.is_held() {
-            if own.lease != lease {
-                self.revoke_later(own.lease);
-            }
             match rec.deadline() {
                 Some(d) => self.expirer.schedule(lock, &own.key, own.index, rev, d),
                 None => self.expirer.forget(&own.key),

@@ -347,12 +347,13 @@ impl Tracker {
         let resp = match ctx.txn(txn).await {
             Ok(r) => r,
             Err(e) => {
-                ctx.revoke_later(lease);
+                if e.is_lease_not_found() {
+                    ctx.lease_gone().await;
+                }
                 return Err(e);
             }
         };
         if !resp.succeeded() {
-            ctx.revoke_later(lease);
             return Ok(None);
         }
         let rev = revision(&resp);
@@ -612,9 +613,7 @@ async fn withdraw(ctx: &Ctx, w: &Withdrawal) -> Result<Withdrawn, EtcdError> {
             }
             Ok(_) => continue,
             Err(e) if e.is_lease_not_found() => {
-                if let Some(s) = ctx.conn.current() {
-                    s.drop_tomb_lease().await;
-                }
+                ctx.lease_gone().await;
                 continue;
             }
             Err(e) => return Err(e),
