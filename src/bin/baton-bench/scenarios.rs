@@ -263,11 +263,13 @@ pub fn disk_fsync(phase: Phase) -> Result<Row> {
         let _ = h.record(micros(t0.elapsed()));
     }
     let rate = h.len() as f64 / start.elapsed().as_secs_f64();
-    Ok(Row::latency(
+    let mut row = Row::latency(
         "disk fsync (one writer)",
         crate::target::TargetKind::Durable,
         1,
         rate,
         &h,
-    ))
+    );
+    row.target = "disk (4 KiB write + fdatasync)";
+    Ok(row)
 }
