@@ -45,7 +45,7 @@ use super::{
     expiry::Expirer,
     hub::Hub,
     keys::{self, Keys},
-    ops::{Ctx, MAX_RACES, first_entries, not_acquired, not_found, range, revision},
+    ops::{Ctx, MAX_RACES, TrackerHandle, first_entries, not_acquired, not_found, range, revision},
     record::{Entry, EntryRecord, Reason},
     session::Connector,
     waiter::{
@@ -182,6 +182,16 @@ impl EtcdEngine {
                 if let Some(deadline) = held.deadline() {
                     ctx.expirer.schedule(lock, &key, index, rev, deadline);
                 }
+                ctx.remember_hold(
+                    lock,
+                    &Entry {
+                        key: key.clone(),
+                        index,
+                        mod_rev: rev,
+                        lease,
+                        rec: held.clone(),
+                    },
+                );
                 let grant = Grant {
                     index,
                     ttl_ms: spec.ttl_ms,
@@ -222,14 +232,7 @@ impl EtcdEngine {
                 holder: head.and_then(|h| h.holder_view()),
             };
             return Ok(Some(self.queued_stream(
-                lock,
-                key,
-                index,
-                first,
-                waiter_id,
-                rx,
-                handle.commands,
-                count,
+                lock, key, index, first, waiter_id, rx, handle, count,
             )));
         }
 
@@ -355,7 +358,7 @@ impl EtcdEngine {
         };
         let (waiter, rx) = self.new_waiter(timeout_at);
         let waiter_id = waiter.id;
-        let commands = match local {
+        let tracker = match local {
             Some(handle) => {
                 let (ack, acked) = oneshot::channel();
                 if handle
@@ -368,25 +371,22 @@ impl EtcdEngine {
                     // look again.
                     return Ok(None);
                 }
-                handle.commands
+                handle
             }
-            None => {
-                spawn_tracker(
-                    ctx,
-                    TrackerInit {
-                        lock: lock.to_owned(),
-                        key: existing.key.clone(),
-                        entry_id,
-                        index: existing.index,
-                        mod_rev: rev,
-                        rec,
-                        reg_key,
-                        epoch,
-                        waiter,
-                    },
-                )
-                .commands
-            }
+            None => spawn_tracker(
+                ctx,
+                TrackerInit {
+                    lock: lock.to_owned(),
+                    key: existing.key.clone(),
+                    entry_id,
+                    index: existing.index,
+                    mod_rev: rev,
+                    rec,
+                    reg_key,
+                    epoch,
+                    waiter,
+                },
+            ),
         };
         Ok(Some(self.queued_stream(
             lock,
@@ -395,7 +395,7 @@ impl EtcdEngine {
             first,
             waiter_id,
             rx,
-            commands,
+            tracker,
             count,
         )))
     }
@@ -415,8 +415,7 @@ impl EtcdEngine {
         )
     }
 
-    /// The stream of a queued request `waiter` of the tracker behind
-    /// `commands`.
+    /// The stream of a queued request `waiter` of `tracker`.
     #[allow(clippy::too_many_arguments)]
     fn queued_stream(
         &self,
@@ -426,7 +425,7 @@ impl EtcdEngine {
         first: WaitUpdate,
         waiter: u64,
         rx: mpsc::UnboundedReceiver<Notice>,
-        commands: mpsc::UnboundedSender<TrackerCommand>,
+        tracker: TrackerHandle,
         count: CountGuard,
     ) -> WaitStream {
         wait_stream(
@@ -437,7 +436,7 @@ impl EtcdEngine {
             first,
             Then::Queued {
                 rx,
-                guard: DetachGuard { waiter, commands },
+                guard: DetachGuard { waiter, tracker },
             },
             count,
         )
@@ -511,18 +510,21 @@ impl Engine for EtcdEngine {
         } else {
             self.ctx.keys.lock(key)
         };
-        // Read, then watch from the next revision: nothing falls between.
-        let (mirror, rev) = self.load(range_key.clone()).await?;
+        self.ctx.session().await?;
+        // Watch, then read: every change after the read is seen, and the
+        // ones the read already shows are skipped.
         let end = keys::prefix_end(range_key.as_bytes());
-        let sub = self
+        let mut sub = self
             .ctx
             .hub
-            .subscribe(range_key.into_bytes(), Some(end), rev + 1);
+            .subscribe(range_key.clone().into_bytes(), Some(end));
+        sub.created().await?;
+        let (mirror, rev) = self.load(range_key).await?;
         let ctx = self.ctx.clone();
         let state = (ctx, mirror, sub, std::collections::VecDeque::new(), false);
         let stream = futures::stream::unfold(
             state,
-            |(ctx, mut mirror, mut sub, mut queue, done)| async move {
+            move |(ctx, mut mirror, mut sub, mut queue, done)| async move {
                 loop {
                     if let Some(ev) = queue.pop_front() {
                         return Some((Ok(ev), (ctx, mirror, sub, queue, done)));
@@ -531,7 +533,8 @@ impl Engine for EtcdEngine {
                         return None;
                     }
                     match sub.next().await {
-                        Ok(changes) => {
+                        Ok(mut changes) => {
+                            changes.retain(|c| c.mod_rev > rev);
                             let now = ctx.now();
                             queue.extend(mirror.apply(&ctx.keys, &changes, now));
                         }

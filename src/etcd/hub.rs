@@ -39,16 +39,21 @@ pub struct Change {
     pub mod_rev: i64,
 }
 
-/// What a subscription yields: a batch of changes in revision order, or the
-/// end of the watch.
-pub type HubItem = Result<Vec<Change>, EtcdError>;
+/// What the hub passes to a subscription.
+enum HubMsg {
+    /// The watch is in place: every change after this revision follows.
+    Created(i64),
+    /// A batch of changes in revision order.
+    Changes(Vec<Change>),
+}
+
+type HubItem = Result<HubMsg, EtcdError>;
 
 enum Command {
     Watch {
         id: i64,
         key: Vec<u8>,
         end: Option<Vec<u8>>,
-        start_rev: i64,
         tx: mpsc::Sender<HubItem>,
     },
     Cancel(i64),
@@ -61,17 +66,51 @@ pub struct Hub {
     buffer: usize,
 }
 
-/// Changes of one key or range from a start revision on. Dropping it
-/// cancels the watch.
+/// Changes of one key or range, from when etcd set the watch up. Dropping
+/// it cancels the watch.
+///
+/// Watches start "now" rather than at a past revision on purpose: etcd
+/// serves a watch that starts in the past from a background loop that runs
+/// every 100 ms, so each one would add up to 100 ms to a hand-over under
+/// load. Callers read the state once [`created`](Self::created) says from
+/// which revision on they will hear everything.
 pub struct Subscription {
     id: i64,
     rx: mpsc::Receiver<HubItem>,
     commands: mpsc::UnboundedSender<Command>,
+    created: Option<i64>,
+    early: Vec<Vec<Change>>,
 }
 
 impl Subscription {
-    /// The next batch; an error ends the subscription.
-    pub async fn next(&mut self) -> HubItem {
+    /// Waits until the watch is in place; returns the revision after which
+    /// every change is delivered.
+    pub async fn created(&mut self) -> Result<i64, EtcdError> {
+        loop {
+            if let Some(rev) = self.created {
+                return Ok(rev);
+            }
+            match self.recv().await? {
+                HubMsg::Created(rev) => self.created = Some(rev),
+                HubMsg::Changes(c) => self.early.push(c),
+            }
+        }
+    }
+
+    /// The next batch of changes; an error ends the subscription.
+    pub async fn next(&mut self) -> Result<Vec<Change>, EtcdError> {
+        if !self.early.is_empty() {
+            return Ok(self.early.remove(0));
+        }
+        loop {
+            match self.recv().await? {
+                HubMsg::Created(rev) => self.created = Some(rev),
+                HubMsg::Changes(c) => return Ok(c),
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> HubItem {
         match self.rx.recv().await {
             Some(item) => item,
             None => Err(EtcdError::Lagged),
@@ -98,8 +137,8 @@ impl Hub {
         }
     }
 
-    /// Watches `key` (or `[key, end)`) from revision `start_rev` on.
-    pub fn subscribe(&self, key: Vec<u8>, end: Option<Vec<u8>>, start_rev: i64) -> Subscription {
+    /// Watches `key` (or `[key, end)`) from now on.
+    pub fn subscribe(&self, key: Vec<u8>, end: Option<Vec<u8>>) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.buffer);
         if self
@@ -108,7 +147,6 @@ impl Hub {
                 id,
                 key,
                 end,
-                start_rev,
                 tx: tx.clone(),
             })
             .is_err()
@@ -121,6 +159,8 @@ impl Hub {
             id,
             rx,
             commands: self.commands.clone(),
+            created: None,
+            early: Vec::new(),
         }
     }
 }
@@ -136,8 +176,8 @@ async fn run(connector: Arc<Connector>, mut commands: mpsc::UnboundedReceiver<Co
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {
-                    Command::Watch { id, key, end, start_rev, tx } => {
-                        let mut opts = WatchOptions::new().with_watch_id(id).with_start_revision(start_rev);
+                    Command::Watch { id, key, end, tx } => {
+                        let mut opts = WatchOptions::new().with_watch_id(id);
                         if let Some(end) = end {
                             opts = opts.with_range(end);
                         }
@@ -208,9 +248,8 @@ async fn open(
     key: Vec<u8>,
     opts: WatchOptions,
 ) -> Result<(Sender, Responses), EtcdError> {
-    let session = connector
-        .current()
-        .ok_or_else(|| EtcdError::NoSession("not connected to etcd".into()))?;
+    // Waits while the gateway is still connecting for the first time.
+    let session = connector.session().await?;
     let mut client = session.client.watch_client();
     let timeout = connector.timeout();
     let ws = tokio::time::timeout(timeout, client.watch(key, Some(opts)))
@@ -248,6 +287,12 @@ fn dispatch(subs: &mut HashMap<i64, mpsc::Sender<HubItem>>, resp: WatchResponse)
         }
         return None;
     }
+    if resp.created() {
+        let rev = resp.header().map_or(0, |h| h.revision());
+        if let Some(tx) = subs.get(&id) {
+            let _ = tx.try_send(Ok(HubMsg::Created(rev)));
+        }
+    }
     if resp.events().is_empty() {
         return None;
     }
@@ -266,7 +311,7 @@ fn dispatch(subs: &mut HashMap<i64, mpsc::Sender<HubItem>>, resp: WatchResponse)
         })
         .collect();
     let tx = subs.get(&id)?;
-    match tx.try_send(Ok(changes)) {
+    match tx.try_send(Ok(HubMsg::Changes(changes))) {
         // A closed receiver means the subscriber is gone and its Cancel is
         // on the way; the Cancel removes it and stops etcd's watcher.
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,

@@ -12,7 +12,7 @@
 //! the release and the new holder at one revision.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     sync::{
         Arc, Mutex,
@@ -32,7 +32,7 @@ use super::{
     hub::Hub,
     keys::{self, Keys},
     leases::HoldLeases,
-    record::{Entry, Reason, Tombstone},
+    record::{Entry, EntryRecord, Reason, Tombstone},
     session::{Connector, Session},
     waiter::TrackerCommand,
 };
@@ -52,8 +52,38 @@ pub struct TrackerHandle {
     pub index: u64,
     /// This gateway's registration on the entry.
     pub reg_key: String,
+    /// The entry as its tracker last saw it, for a release that hands the
+    /// lock on to it without reading first.
+    pub seen: Arc<Mutex<Seen>>,
     /// Where to send waiters that join it.
     pub commands: mpsc::UnboundedSender<TrackerCommand>,
+}
+
+/// A queued entry as its tracker last saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The entry's mod revision.
+    pub mod_rev: i64,
+    /// Its record.
+    pub rec: EntryRecord,
+    /// The entry just before it (key, index), when the tracker last read
+    /// the queue. If that is the holder, nothing can be between them: a
+    /// newer entry has a greater index than this one.
+    pub pred: Option<(String, u64)>,
+    /// Its last waiting request went and it is being withdrawn: no release
+    /// may hand the lock to it (nobody would hear of the grant).
+    pub leaving: bool,
+    /// The requests of this gateway still waiting on it; a request's stream
+    /// takes itself out the moment it is dropped, before its tracker hears.
+    pub waiting: std::collections::HashSet<u64>,
+}
+
+impl Seen {
+    /// Whether a release may hand the lock to this entry: someone here
+    /// still waits for it.
+    pub fn wanted(&self) -> bool {
+        !self.leaving && !self.waiting.is_empty()
+    }
 }
 
 /// Everything the backend's parts share: the link to etcd, the key layout,
@@ -70,12 +100,19 @@ pub struct Ctx {
     /// This gateway's id in key names; random per process.
     pub gateway: String,
     counter: AtomicU64,
-    /// Queued entries this gateway has waiters on, by entry key.
-    pub trackers: Mutex<HashMap<String, TrackerHandle>>,
+    /// Queued entries this gateway has waiters on, by entry key (so the
+    /// trackers of one lock are one range).
+    pub trackers: Mutex<BTreeMap<String, TrackerHandle>>,
+    /// Holds this gateway wrote last, so that releasing or renewing them
+    /// through it needs no read first (a stale one just fails its compare).
+    held: Mutex<HeldCache>,
     /// Precise expiry of the holds this gateway granted or renewed.
     pub expirer: Expirer,
     /// Shared leases for holds.
     pub leases: Arc<HoldLeases>,
+    /// Why this gateway removed its recent entries, so that its own waiters
+    /// and listeners need not read the tombstone back from etcd.
+    removed: Mutex<Removed>,
     /// Open wait streams on this gateway.
     pub waiters: AtomicUsize,
     /// The bound on [`waiters`](Self::waiters).
@@ -94,13 +131,15 @@ impl Ctx {
         let leases = HoldLeases::new(conn.clone());
         Self {
             leases,
+            removed: Mutex::new(Removed::default()),
             keys,
             conn,
             hub,
             clock: Clock::new(),
             gateway: gateway_id(),
             counter: AtomicU64::new(1),
-            trackers: Mutex::new(HashMap::new()),
+            trackers: Mutex::new(BTreeMap::new()),
+            held: Mutex::new(HeldCache::default()),
             expirer,
             waiters: AtomicUsize::new(0),
             max_waiters,
@@ -164,6 +203,73 @@ impl Ctx {
     /// second (see [`leases`](super::leases)).
     pub async fn hold_lease(&self, ttl_ms: u64) -> Result<i64, EtcdError> {
         self.leases.lease_for(ttl_ms).await
+    }
+
+    /// Remembers `held` as this gateway last wrote (or saw) it.
+    pub fn remember_hold(&self, lock: &str, held: &Entry) {
+        if let Ok(mut c) = self.held.lock() {
+            c.insert(lock, held.clone());
+        }
+    }
+
+    /// Forgets the hold `key`.
+    pub fn forget_hold(&self, key: &str) {
+        if let Ok(mut c) = self.held.lock() {
+            c.remove(key);
+        }
+    }
+
+    /// The hold `target` names, as this gateway last wrote it, if it did.
+    fn cached_hold(&self, lock: &str, target: &Target) -> Option<Entry> {
+        let c = self.held.lock().ok()?;
+        let key = match target {
+            Target::Value(v) => self.keys.entry(lock, &keys::value_entry_id(v)),
+            Target::Index(i) => c.by_index.get(i)?.clone(),
+        };
+        let (l, e) = c.by_key.get(&key)?;
+        (l == lock).then(|| e.clone())
+    }
+
+    /// The queued entry this gateway tracks that comes right after `held`
+    /// (its tracker read `held` as its predecessor), with its registration:
+    /// the one a release of `held` may hand the lock to without a read.
+    fn local_successor(&self, lock: &str, held: &Entry) -> Option<(Entry, String)> {
+        let map = self.trackers.lock().ok()?;
+        let prefix = self.keys.entries(lock);
+        map.range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .find_map(|(key, h)| {
+                let seen = h.seen.lock().ok()?.clone();
+                let after_held = seen.wanted()
+                    && seen
+                        .pred
+                        .as_ref()
+                        .is_some_and(|(k, i)| *k == held.key && *i == held.index);
+                after_held.then(|| {
+                    (
+                        Entry {
+                            key: key.clone(),
+                            index: h.index,
+                            mod_rev: seen.mod_rev,
+                            lease: 0,
+                            rec: seen.rec,
+                        },
+                        h.reg_key.clone(),
+                    )
+                })
+            })
+    }
+
+    /// Notes why this gateway removed entry `index`.
+    pub fn note_removed(&self, index: u64, reason: Reason) {
+        if let Ok(mut r) = self.removed.lock() {
+            r.insert(index, reason);
+        }
+    }
+
+    /// Why entry `index` was removed, if this gateway removed it recently.
+    pub fn removed_here(&self, index: u64) -> Option<Reason> {
+        self.removed.lock().ok()?.reasons.get(&index).copied()
     }
 
     /// After etcd said a lease is gone: forget the cached ones.
@@ -236,6 +342,12 @@ impl Ctx {
         reason: Reason,
         expect_mod: Option<i64>,
     ) -> Result<Option<Release>, EtcdError> {
+        if let Some(own) = self.cached_hold(lock, target)
+            && expect_mod.is_none_or(|m| m == own.mod_rev)
+            && let Some(released) = self.remove_held(lock, &own, reason).await?
+        {
+            return Ok(Some(released));
+        }
         for _ in 0..MAX_RACES {
             let (own, heads) = self.find_with_heads(lock, target).await?;
             let Some(own) = own else { return Ok(None) };
@@ -305,13 +417,14 @@ impl Ctx {
                 .op_responses()
                 .get(3)
                 .is_some_and(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
-            if let (Some((s, _)), Some(rec)) = (&successor, &succ_rec)
+            if let (Some((s, _)), Some(rec)) = (&successor, succ_rec)
                 && handed
-                && let Some(deadline) = rec.deadline()
             {
-                self.expirer.schedule(lock, &s.key, s.index, rev, deadline);
+                self.handed_over(lock, s, rec, succ_lease, rev);
             }
+            self.forget_hold(&own.key);
             self.expirer.forget(&own.key);
+            self.note_removed(own.index, reason);
             return Ok(Some(Release {
                 index: own.index,
                 was_holder: own.is_held(),
@@ -322,12 +435,107 @@ impl Ctx {
         ))
     }
 
+    /// Removes the hold `own` as this gateway last wrote it, in one write:
+    /// no read first, and the lock handed on to the next entry if this
+    /// gateway tracks it. `None` if the hold changed since (the caller
+    /// reads and tries the general way).
+    async fn remove_held(
+        &self,
+        lock: &str,
+        own: &Entry,
+        reason: Reason,
+    ) -> Result<Option<Release>, EtcdError> {
+        let successor = self.local_successor(lock, own);
+        let succ_lease = match &successor {
+            Some((s, _)) => self.hold_lease(s.rec.ttl_ms).await?,
+            None => 0,
+        };
+        let session = self.session().await?;
+        let tomb = session.tomb_lease(self.conn.timeout()).await?;
+        let own_id = self
+            .keys
+            .entry_id(lock, &own.key)
+            .unwrap_or_default()
+            .to_owned();
+        let mut then = vec![
+            TxnOp::delete(own.key.clone(), None),
+            TxnOp::delete(
+                self.keys.registrations(lock, &own_id),
+                Some(DeleteOptions::new().with_prefix()),
+            ),
+            TxnOp::put(
+                self.keys.tombstone(lock, own.index),
+                Tombstone { reason }.to_bytes(),
+                Some(PutOptions::new().with_lease(tomb)),
+            ),
+        ];
+        let succ_rec = successor.as_ref().map(|(s, _)| s.rec.held_at(self.now()));
+        if let (Some((s, reg)), Some(rec)) = (&successor, &succ_rec) {
+            then.push(TxnOp::txn(self.handover_txn(lock, s, reg, rec, succ_lease)));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                own.key.clone(),
+                CompareOp::Equal,
+                own.mod_rev,
+            )])
+            .and_then(then);
+        let resp = match self.txn(txn).await {
+            Ok(r) => r,
+            Err(e) if e.is_lease_not_found() => {
+                self.lease_gone().await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if !resp.succeeded() {
+            self.forget_hold(&own.key);
+            return Ok(None);
+        }
+        let rev = revision(&resp);
+        let handed = resp
+            .op_responses()
+            .get(3)
+            .is_some_and(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
+        if let (Some((s, _)), Some(rec)) = (&successor, succ_rec)
+            && handed
+        {
+            self.handed_over(lock, s, rec, succ_lease, rev);
+        }
+        self.forget_hold(&own.key);
+        self.expirer.forget(&own.key);
+        self.note_removed(own.index, reason);
+        Ok(Some(Release {
+            index: own.index,
+            was_holder: own.is_held(),
+        }))
+    }
+
+    /// Bookkeeping after this gateway made `succ` the holder with `rec`.
+    fn handed_over(&self, lock: &str, succ: &Entry, rec: EntryRecord, lease: i64, rev: i64) {
+        if let Some(deadline) = rec.deadline() {
+            self.expirer
+                .schedule(lock, &succ.key, succ.index, rev, deadline);
+        }
+        self.remember_hold(
+            lock,
+            &Entry {
+                key: succ.key.clone(),
+                index: succ.index,
+                mod_rev: rev,
+                lease,
+                rec,
+            },
+        );
+    }
+
     /// This gateway's registration on `entry`, if one of its trackers
     /// waits on it.
     fn local_registration(&self, entry: &Entry) -> Option<String> {
         let map = self.trackers.lock().ok()?;
         map.get(&entry.key)
             .filter(|h| h.index == entry.index)
+            .filter(|h| h.seen.lock().is_ok_and(|s| s.wanted()))
             .map(|h| h.reg_key.clone())
     }
 
@@ -338,24 +546,23 @@ impl Ctx {
         lock: &str,
         succ: &Entry,
         reg: &str,
-        rec: &super::record::EntryRecord,
+        rec: &EntryRecord,
         lease: i64,
     ) -> Txn {
         let id = self.keys.entry_id(lock, &succ.key).unwrap_or_default();
         let regs = self.keys.registrations(lock, id);
-        Txn::new()
-            .when([
-                Compare::mod_revision(succ.key.clone(), CompareOp::Equal, succ.mod_rev),
-                Compare::create_revision(reg.to_owned(), CompareOp::Greater, 0),
-            ])
-            .and_then([
-                TxnOp::put(
-                    succ.key.clone(),
-                    rec.to_bytes(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-                TxnOp::delete(regs, Some(DeleteOptions::new().with_prefix())),
-            ])
+        let compares = vec![
+            Compare::mod_revision(succ.key.clone(), CompareOp::Equal, succ.mod_rev),
+            Compare::create_revision(reg.to_owned(), CompareOp::Greater, 0),
+        ];
+        Txn::new().when(compares).and_then([
+            TxnOp::put(
+                succ.key.clone(),
+                rec.to_bytes(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::delete(regs, Some(DeleteOptions::new().with_prefix())),
+        ])
     }
 
     /// Renews the entry `target` names: a holder gets a fresh lease for
@@ -367,6 +574,11 @@ impl Ctx {
         target: &Target,
         ttl_ms: u64,
     ) -> Result<Renewal, EngineError> {
+        if let Some(own) = self.cached_hold(lock, target)
+            && let Some((renewal, _)) = self.renew_entry(lock, &own, ttl_ms, None).await?
+        {
+            return Ok(renewal);
+        }
         for _ in 0..MAX_RACES {
             let Some(own) = self.find(lock, target).await? else {
                 return Err(not_found(target));
@@ -418,10 +630,21 @@ impl Ctx {
             }
         };
         if !resp.succeeded() {
+            self.forget_hold(&own.key);
             return Ok(None);
         }
         let rev = revision(&resp);
         if own.is_held() {
+            self.remember_hold(
+                lock,
+                &Entry {
+                    key: own.key.clone(),
+                    index: own.index,
+                    mod_rev: rev,
+                    lease,
+                    rec: rec.clone(),
+                },
+            );
             match rec.deadline() {
                 Some(d) => self.expirer.schedule(lock, &own.key, own.index, rev, d),
                 None => self.expirer.forget(&own.key),
@@ -441,6 +664,57 @@ impl Ctx {
     pub async fn head(&self, lock: &str) -> Result<Option<Entry>, EtcdError> {
         let resp = self.get(self.keys.entries(lock), first_entries(1)).await?;
         Ok(entries(&resp)?.into_iter().next())
+    }
+}
+
+/// The holds a gateway wrote last, by key and by index, at most
+/// [`HeldCache::KEEP`] of them.
+#[derive(Default)]
+struct HeldCache {
+    by_key: HashMap<String, (String, Entry)>,
+    by_index: HashMap<u64, String>,
+}
+
+impl HeldCache {
+    const KEEP: usize = 100_000;
+
+    fn insert(&mut self, lock: &str, e: Entry) {
+        if self.by_key.len() >= Self::KEEP && !self.by_key.contains_key(&e.key) {
+            // Full: start over rather than track ages; a miss only costs a
+            // read.
+            self.by_key.clear();
+            self.by_index.clear();
+        }
+        self.by_index.insert(e.index, e.key.clone());
+        self.by_key.insert(e.key.clone(), (lock.to_owned(), e));
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((_, e)) = self.by_key.remove(key) {
+            self.by_index.remove(&e.index);
+        }
+    }
+}
+
+/// The reasons of the last [`Removed::KEEP`] removals of a gateway.
+#[derive(Default)]
+struct Removed {
+    reasons: HashMap<u64, Reason>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl Removed {
+    const KEEP: usize = 4096;
+
+    fn insert(&mut self, index: u64, reason: Reason) {
+        if self.reasons.insert(index, reason).is_none() {
+            self.order.push_back(index);
+        }
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.reasons.remove(&old);
+            }
+        }
     }
 }
 

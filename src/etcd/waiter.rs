@@ -39,7 +39,7 @@ use super::{
     error::EtcdError,
     hub::Change,
     keys,
-    ops::{Ctx, MAX_RACES, TrackerHandle, range, revision},
+    ops::{Ctx, MAX_RACES, Seen, TrackerHandle, range, revision},
     record::{Entry, EntryRecord, Reason, Tombstone},
     session::Link,
 };
@@ -107,10 +107,18 @@ pub struct TrackerInit {
 /// Starts a tracker and makes it the one joins on this gateway find.
 pub fn spawn_tracker(ctx: &Arc<Ctx>, init: TrackerInit) -> TrackerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let seen = Arc::new(std::sync::Mutex::new(Seen {
+        mod_rev: init.mod_rev,
+        rec: init.rec.clone(),
+        pred: None,
+        leaving: false,
+        waiting: std::collections::HashSet::from([init.waiter.id]),
+    }));
     let handle = TrackerHandle {
         id: ctx.next_id(),
         index: init.index,
         reg_key: init.reg_key.clone(),
+        seen: seen.clone(),
         commands: tx,
     };
     if let Ok(mut map) = ctx.trackers.lock() {
@@ -126,6 +134,7 @@ pub fn spawn_tracker(ctx: &Arc<Ctx>, init: TrackerInit) -> TrackerHandle {
         mod_rev: init.mod_rev,
         rec: init.rec,
         reg_key: init.reg_key,
+        seen,
         epoch: init.epoch,
         waiters: vec![init.waiter],
         commands: rx,
@@ -144,6 +153,7 @@ struct Tracker {
     mod_rev: i64,
     rec: EntryRecord,
     reg_key: String,
+    seen: Arc<std::sync::Mutex<Seen>>,
     epoch: u64,
     waiters: Vec<LocalWaiter>,
     commands: mpsc::UnboundedReceiver<TrackerCommand>,
@@ -185,9 +195,16 @@ impl Tracker {
             if own.is_held() {
                 return self.grant_all(&own, rev);
             }
-            self.mod_rev = own.mod_rev;
-            self.rec = own.rec;
+            self.saw(own.mod_rev, own.rec);
+            self.saw_pred(pred.as_ref());
             let Some(pred) = pred else {
+                if !self.seen.lock().is_ok_and(|s| s.wanted()) {
+                    // Its requests are going: do not take the lock for
+                    // nobody.
+                    self.waiters.clear();
+                    self.leave(Vec::new()).await;
+                    return;
+                }
                 match self.promote().await {
                     Ok(Some((held, rev))) => return self.grant_all(&held, rev),
                     Ok(None) => continue 'outer,
@@ -195,14 +212,41 @@ impl Tracker {
                 }
             };
             let hub = &self.ctx.hub;
-            let mut pred_sub = hub.subscribe(pred.key.into_bytes(), None, rev + 1);
-            let mut own_sub = hub.subscribe(self.key.clone().into_bytes(), None, rev + 1);
+            let mut pred_sub = hub.subscribe(pred.key.clone().into_bytes(), None);
+            let mut own_sub = hub.subscribe(self.key.clone().into_bytes(), None);
+            let watched_from = match (pred_sub.created().await, own_sub.created().await) {
+                (Ok(a), Ok(b)) => a.max(b),
+                (Err(e), _) | (_, Err(e)) => {
+                    watch_failures += 1;
+                    if watch_failures > MAX_WATCH_FAILURES {
+                        return self.fail_and_clean_up(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue 'outer;
+                }
+            };
+            if watched_from > rev {
+                // Something was written between the read and the watches:
+                // read again now that they are in place.
+                match self.read().await {
+                    Ok((Some(o), Some(p), _))
+                        if o.index == self.index
+                            && o.mod_rev == self.mod_rev
+                            && p.key == pred.key
+                            && p.index == pred.index => {}
+                    Ok(_) => continue 'outer,
+                    Err(e) => return self.fail_and_clean_up(e),
+                }
+            }
             loop {
                 let next_timeout = self.waiters.iter().filter_map(|w| w.timeout_at).min();
                 tokio::select! {
                     cmd = self.commands.recv() => match cmd {
                         Some(TrackerCommand::Attach { waiter, ack }) => {
                             if ack.send(()).is_ok() {
+                                if let Ok(mut seen) = self.seen.lock() {
+                                    seen.waiting.insert(waiter.id);
+                                }
                                 self.waiters.push(waiter);
                             }
                         }
@@ -225,6 +269,11 @@ impl Tracker {
                             .into_iter()
                             .partition(|w| w.timeout_at.is_some_and(|t| t <= now));
                         self.waiters = keep;
+                        if let Ok(mut seen) = self.seen.lock() {
+                            for w in &expired {
+                                seen.waiting.remove(&w.id);
+                            }
+                        }
                         if self.waiters.is_empty() {
                             self.leave(expired).await;
                             return;
@@ -263,8 +312,7 @@ impl Tracker {
                                 if held.is_held() {
                                     return self.grant_all(&held, c.mod_rev);
                                 }
-                                self.mod_rev = held.mod_rev;
-                                self.rec = held.rec;
+                                self.saw(held.mod_rev, held.rec);
                             }
                         }
                         Err(e) => {
@@ -290,6 +338,24 @@ impl Tracker {
                     }
                 }
             }
+        }
+    }
+
+    /// Takes note of the entry's latest state, for this tracker and for
+    /// releases that may hand the lock to it.
+    fn saw(&mut self, mod_rev: i64, rec: EntryRecord) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.mod_rev = mod_rev;
+            seen.rec = rec.clone();
+        }
+        self.mod_rev = mod_rev;
+        self.rec = rec;
+    }
+
+    /// Takes note of the entry's predecessor as last read.
+    fn saw_pred(&self, pred: Option<&Entry>) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.pred = pred.map(|p| (p.key.clone(), p.index));
         }
     }
 
@@ -375,13 +441,25 @@ impl Tracker {
 
     /// Tells every waiting request it acquired.
     fn grant_all(&mut self, held: &Entry, rev: i64) {
+        self.ctx.remember_hold(&self.lock, held);
         let grant = grant_of(held);
+        let mut told = 0;
         for w in self.waiters.drain(..) {
-            let _ = w.tx.send(Notice::Granted { grant, rev });
+            if w.tx.send(Notice::Granted { grant, rev }).is_ok() {
+                told += 1;
+            }
+        }
+        if told == 0 {
+            // Every request here went in the moment before: the hold lives
+            // by its ttl, as any hold whose client went away.
+            tracing::debug!(key = %self.key, index = self.index, "acquired as its requests went away");
         }
     }
 
     fn fail_all(&mut self, err: impl Fn() -> EngineError) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.leaving = true;
+        }
         for w in self.waiters.drain(..) {
             let _ = w.tx.send(Notice::Failed(err()));
         }
@@ -421,9 +499,15 @@ impl Tracker {
     /// The last waiting request went; `timed_out` are the ones that went by
     /// timing out, told after the entry is gone.
     async fn leave(&mut self, timed_out: Vec<LocalWaiter>) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.leaving = true;
+        }
         match withdraw(&self.ctx, &self.withdrawal()).await {
             Ok(Withdrawn::Held(held, rev)) => {
                 // The entry acquired just before they gave up: it is theirs.
+                if timed_out.is_empty() {
+                    tracing::warn!(key = %self.key, index = self.index, "acquired as its last request went away; the hold lives by its ttl");
+                }
                 let grant = grant_of(&held);
                 for w in timed_out {
                     let _ = w.tx.send(Notice::Granted { grant, rev });
@@ -480,9 +564,13 @@ fn entry_of(c: &Change) -> Result<Entry, EtcdError> {
     })
 }
 
-/// Why entry `index` of `lock` was removed, from its tombstone; `None`
-/// when there is none (it went with its lease).
+/// Why entry `index` of `lock` was removed: known here if this gateway
+/// removed it, else from its tombstone; `None` when there is none (it went
+/// with its lease).
 pub async fn tombstone(ctx: &Ctx, lock: &str, index: u64) -> Result<Option<Reason>, EtcdError> {
+    if let Some(reason) = ctx.removed_here(index) {
+        return Ok(Some(reason));
+    }
     let resp = ctx
         .get(ctx.keys.tombstone(lock, index), GetOptions::new())
         .await?;
@@ -605,11 +693,11 @@ async fn withdraw(ctx: &Ctx, w: &Withdrawal) -> Result<Withdrawn, EtcdError> {
         };
         match ctx.txn(txn).await {
             Ok(r) if r.succeeded() => {
-                return Ok(if others.is_empty() {
-                    Withdrawn::Removed
-                } else {
-                    Withdrawn::Detached
-                });
+                if others.is_empty() {
+                    ctx.note_removed(w.index, Reason::Cancelled);
+                    return Ok(Withdrawn::Removed);
+                }
+                return Ok(Withdrawn::Detached);
             }
             Ok(_) => continue,
             Err(e) if e.is_lease_not_found() => {
@@ -662,12 +750,20 @@ pub struct DetachGuard {
     /// The request.
     pub waiter: u64,
     /// Its tracker.
-    pub commands: mpsc::UnboundedSender<TrackerCommand>,
+    pub tracker: TrackerHandle,
 }
 
 impl Drop for DetachGuard {
     fn drop(&mut self) {
-        let _ = self.commands.send(TrackerCommand::Detach(self.waiter));
+        // At once, so that no release hands the lock to an entry nobody
+        // waits on any more while the tracker catches up.
+        if let Ok(mut seen) = self.tracker.seen.lock() {
+            seen.waiting.remove(&self.waiter);
+        }
+        let _ = self
+            .tracker
+            .commands
+            .send(TrackerCommand::Detach(self.waiter));
     }
 }
 
@@ -788,10 +884,28 @@ impl StreamState {
                     });
                 }
                 Phase::Held { from_rev } => {
-                    let sub =
-                        self.ctx
-                            .hub
-                            .subscribe(self.key.clone().into_bytes(), None, *from_rev);
+                    let from_rev = *from_rev;
+                    let mut sub = self.ctx.hub.subscribe(self.key.clone().into_bytes(), None);
+                    let watched_from = match sub.created().await {
+                        Ok(r) => r,
+                        Err(e) => return Some(self.lost(e)),
+                    };
+                    if watched_from >= from_rev {
+                        // Written since the grant: is the hold still there?
+                        match self.ctx.get(self.key.clone(), GetOptions::new()).await {
+                            Ok(resp) => {
+                                let alive = resp
+                                    .kvs()
+                                    .first()
+                                    .is_some_and(|kv| kv.create_revision() as u64 == self.index);
+                                if !alive {
+                                    self.phase = Phase::Done;
+                                    return Some(self.ended().await);
+                                }
+                            }
+                            Err(e) => return Some(self.lost(e)),
+                        }
+                    }
                     self.phase = Phase::Listening { sub };
                 }
                 Phase::Listening { sub } => match sub.next().await {
@@ -821,12 +935,7 @@ impl StreamState {
                                 self.phase = Phase::Held { from_rev: rev + 1 };
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
-                            Err(_) => {
-                                self.phase = Phase::Done;
-                                return Some(Err(EngineError::Unavailable(format!(
-                                    "lost etcd while holding (the hold lives on by its ttl): {e}"
-                                ))));
-                            }
+                            Err(_) => return Some(self.lost(e)),
                         }
                     }
                 },
@@ -834,7 +943,16 @@ impl StreamState {
         }
     }
 
+    /// etcd went away while the client listened to its hold.
+    fn lost(&mut self, e: EtcdError) -> Result<WaitUpdate, EngineError> {
+        self.phase = Phase::Done;
+        Err(EngineError::Unavailable(format!(
+            "lost etcd while holding (the hold lives on by its ttl): {e}"
+        )))
+    }
+
     async fn ended(&self) -> Result<WaitUpdate, EngineError> {
+        self.ctx.forget_hold(&self.key);
         let reason = match tombstone(&self.ctx, &self.lock, self.index).await {
             Ok(Some(Reason::Released | Reason::Cancelled)) => EndReason::Released,
             // Expired by a gateway's timer, or by the lease with no gateway
