@@ -19,7 +19,7 @@ cargo test --locked
 
 
 echo "==> benchmark harness, smoke configuration (proves it runs; times nothing)"
-target/debug/baton-bench --smoke --targets memory,durable,etcd-v3lock
+target/debug/baton-bench --smoke
 
 echo "==> client and end-to-end suites"
 for suite in \
