@@ -31,6 +31,19 @@ enum Scenario {
     Floor,
 }
 
+impl Scenario {
+    /// The name its rows carry.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Uncontended => "uncontended",
+            Self::Handoff => "handoff (one key)",
+            Self::Waiters => "many waiters",
+            Self::Expiry => "expiry lateness",
+            Self::Floor => "floor (health check)",
+        }
+    }
+}
+
 /// Command line of baton-bench.
 #[derive(Debug, Parser)]
 #[command(
@@ -105,7 +118,12 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            println!("bench: {} measurements", rows.len());
+            let failed = rows.iter().filter(|r| r.failed.is_some()).count();
+            println!("bench: {} measurements, {failed} failed", rows.len());
+            // The smoke run proves the harness works: any failure fails it.
+            if args.smoke && failed > 0 {
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -127,43 +145,41 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
     let mut run = 0u64;
     for &kind in &args.targets {
         eprintln!("== {}", kind.name());
-        let target = Target::start(kind)?;
-        target.ready().await?;
         for &scenario in &args.scenarios {
-            run += 1;
-            match scenario {
-                Scenario::Floor => {
-                    for &c in &args.clients {
-                        rows.push(scenarios::floor(&target, c, phase).await?);
+            // A fresh target per scenario, so one that a scenario overwhelms
+            // does not spoil the next; a failure is reported, not fatal.
+            let target = Target::start(kind)?;
+            target.ready().await?;
+            let counts: Vec<usize> = match scenario {
+                Scenario::Floor | Scenario::Uncontended => args.clients.clone(),
+                Scenario::Handoff => vec![args.handoff_clients],
+                Scenario::Waiters => vec![args.waiters],
+                Scenario::Expiry => vec![args.expiry_holders],
+            };
+            for c in counts {
+                run += 1;
+                let result = match scenario {
+                    Scenario::Floor => scenarios::floor(&target, c, phase).await,
+                    Scenario::Uncontended => scenarios::uncontended(&target, c, phase, run).await,
+                    Scenario::Handoff => scenarios::handoff(&target, c, phase, run).await,
+                    Scenario::Waiters => {
+                        scenarios::many_waiters(&target, c, args.waiter_keys, run).await
                     }
-                }
-                Scenario::Uncontended => {
-                    for &c in &args.clients {
-                        rows.push(scenarios::uncontended(&target, c, phase, run).await?);
-                        run += 1;
+                    Scenario::Expiry => {
+                        scenarios::expiry(&target, c, args.expiry_ttl_ms, run).await
                     }
+                };
+                let row = result.unwrap_or_else(|e| {
+                    report::Row::failed(scenario.name(), kind, c, format!("{e:#}"))
+                });
+                match &row.failed {
+                    Some(why) => eprintln!("   {} x{}: FAILED: {why}", row.scenario, c),
+                    None => eprintln!(
+                        "   {} x{}: {:.0} ops/s p50 {} us p99 {} us",
+                        row.scenario, row.concurrency, row.ops_per_sec, row.p50_us, row.p99_us
+                    ),
                 }
-                Scenario::Handoff => {
-                    rows.push(scenarios::handoff(&target, args.handoff_clients, phase, run).await?);
-                }
-                Scenario::Waiters => {
-                    rows.push(
-                        scenarios::many_waiters(&target, args.waiters, args.waiter_keys, run)
-                            .await?,
-                    );
-                }
-                Scenario::Expiry => {
-                    rows.push(
-                        scenarios::expiry(&target, args.expiry_holders, args.expiry_ttl_ms, run)
-                            .await?,
-                    );
-                }
-            }
-            if let Some(last) = rows.last() {
-                eprintln!(
-                    "   {} x{}: {:.0} ops/s p50 {} us p99 {} us",
-                    last.scenario, last.concurrency, last.ops_per_sec, last.p50_us, last.p99_us
-                );
+                rows.push(row);
             }
         }
     }

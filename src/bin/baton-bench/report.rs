@@ -28,6 +28,8 @@ pub struct Row {
     pub samples: u64,
     /// Server memory per waiting request, in bytes (many-waiters only).
     pub bytes_per_waiter: Option<f64>,
+    /// Why the measurement failed, if it did.
+    pub failed: Option<String>,
 }
 
 impl Row {
@@ -49,6 +51,28 @@ impl Row {
             p999_us: h.value_at_quantile(0.999),
             samples: h.len(),
             bytes_per_waiter: None,
+            failed: None,
+        }
+    }
+
+    /// A measurement that could not be completed, and why.
+    pub fn failed(
+        scenario: &'static str,
+        target: TargetKind,
+        concurrency: usize,
+        why: String,
+    ) -> Self {
+        Self {
+            scenario,
+            target: target.name(),
+            concurrency,
+            ops_per_sec: 0.0,
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+            samples: 0,
+            bytes_per_waiter: None,
+            failed: Some(why),
         }
     }
 
@@ -70,6 +94,7 @@ impl Row {
             p999_us: 0,
             samples: waiters as u64,
             bytes_per_waiter: Some(bytes_per_waiter),
+            failed: None,
         }
     }
 }
@@ -92,6 +117,8 @@ pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::new();
     for (scenario, rows) in by_scenario {
         let _ = writeln!(out, "### {scenario}\n");
+        let (failed, rows): (Vec<&Row>, Vec<&Row>) =
+            rows.into_iter().partition(|r| r.failed.is_some());
         if scenario == "many waiters" {
             let _ = writeln!(
                 out,
@@ -140,6 +167,15 @@ pub fn markdown(rows: &[Row]) -> String {
                     vs_floor
                 );
             }
+        }
+        for r in failed {
+            let _ = writeln!(
+                out,
+                "\n**{} × {} failed:** {}",
+                r.target,
+                r.concurrency,
+                r.failed.as_deref().unwrap_or_default()
+            );
         }
         out.push('\n');
     }
