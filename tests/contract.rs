@@ -102,6 +102,7 @@ contract_tests!(
     watch_and_list_see_every_key_under_a_prefix,
     watch_reports_every_kind_of_change,
     indexes_increase_across_keys,
+    unknown_entries_are_not_found_and_touch_nothing,
 );
 
 fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> pb::WaitRequest {
@@ -881,4 +882,50 @@ async fn indexes_increase_across_keys(backend: Backend) {
         last = index;
         release(&mut c, key, index).await;
     }
+}
+
+async fn unknown_entries_are_not_found_and_touch_nothing(backend: Backend) {
+    let server = backend.start(&[]);
+    let mut c = server.lock().await;
+    let (_h, index) = acquire(&mut c, "nf", "v", 0).await;
+    for target in [
+        release_request::Target::Index(0),
+        release_request::Target::Index(index + 1),
+        release_request::Target::Index(u64::MAX),
+        release_request::Target::Value("other".into()),
+    ] {
+        let err = c
+            .release(pb::ReleaseRequest {
+                key: "nf".into(),
+                target: Some(target.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{target:?}: {err:?}");
+    }
+    for target in [
+        renew_request::Target::Index(0),
+        renew_request::Target::Index(u64::MAX),
+        renew_request::Target::Value("other".into()),
+    ] {
+        let err = c
+            .renew(pb::RenewRequest {
+                key: "nf".into(),
+                target: Some(target.clone()),
+                ttl_ms: 1000,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{target:?}: {err:?}");
+    }
+    // The same index on another key is not this key's.
+    let err = c
+        .release(pb::ReleaseRequest {
+            key: "nf-other".into(),
+            target: Some(release_request::Target::Index(index)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(holder_index(&mut c, "nf").await, Some(index));
 }

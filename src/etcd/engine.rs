@@ -4,32 +4,65 @@
 //! How each rule of the contract (DESIGN.md) maps onto etcd:
 //!
 //! - **entry, index, FIFO**: an entry is a key under its lock's prefix
-//!   ([`keys`](super::keys)); its index is the key's create revision, which
+//!   ([`keys`]); its index is the key's create revision, which
 //!   etcd makes strictly increasing across all keys, never reused, and
 //!   durable, so fencing tokens hold across gateways, restarts and
 //!   fail-over. The queue is the lock's entries in create-revision order.
 //! - **value joins**: an entry with a value has the key `e/v<value>`,
 //!   created only if absent (`create_revision == 0` in the transaction), so
-//!   two gateways racing with one value end up on one entry.
-//! - **holder**: the head entry, once its record says held; it is written
-//!   held either by the acquire itself (free lock), by the release that
-//!   hands over, or by the head's own gateway ([`waiter`](super::waiter)).
-//!   Every such write checks, in the same transaction, that nothing older is
-//!   in the queue or that the previous holder is being deleted: never two
-//!   holders.
-//! - **ttl**: a hold hangs on a lease of its own (ttl rounded up to seconds,
-//!   plus one) and is expired precisely by the gateway that granted or last
-//!   renewed it ([`expiry`](super::expiry)); ttl 0 = no lease, no expiry.
-//! - **waiting**: queued entries hang on the session lease of the gateway
+//!   two gateways racing with one value end up on one entry; every request
+//!   joined to it learns of the grant from the same key write.
+//! - **holder**: the head entry, once its record says held. It is written
+//!   held by the acquire itself (free lock, checked in the transaction), by
+//!   the release that removes its predecessor (in the same transaction, when
+//!   the releasing gateway tracks the next entry), or by the next entry's
+//!   own gateway when it sees its predecessor go (checking in the
+//!   transaction that nothing older is left). Never two holders.
+//! - **ttl**: the gateway that grants or renews a hold expires it at the
+//!   deadline it announced ([`expiry`](super::expiry)); the hold's key also
+//!   hangs on a lease at least a second longer than the ttl, shared with
+//!   other holds of that ttl ([`leases`](super::leases)), which ends it if
+//!   no gateway is left to. ttl 0 = no lease, no expiry.
+//! - **waiting**: queued entries hang on the session lease of a gateway
 //!   whose requests wait on them, kept alive while that gateway lives
-//!   ([`session`](super::session)); a gateway's registration key says it
-//!   has requests waiting, so the last request leaving (anywhere) removes
-//!   the entry, and a killed gateway's entries go with its lease.
+//!   ([`session`](super::session)); each gateway with requests waiting on
+//!   an entry has a registration key, so the last request leaving
+//!   (anywhere) removes the entry, and a killed gateway's entries go with
+//!   its lease, never granted. Waiters watch only their predecessor.
 //! - **timeouts, renew, release, re-acquire**: as the embedded backend, in
-//!   compare-and-swap transactions ([`ops`](super::ops)).
+//!   compare-and-swap transactions ([`ops`](super::ops)); a hold this
+//!   gateway wrote is released or renewed in one write.
 //! - **events**: etcd watches, translated by [`events`](super::events).
 //! - **lost etcd**: requests fail with UNAVAILABLE, queued requests fail
 //!   rather than being granted, and the gateway reconnects by itself.
+//!
+//! Remaining differences from the embedded backend:
+//!
+//! - A hold whose granting (or last renewing) gateway died or restarted
+//!   ends by its lease: at least a second late, at most about two seconds
+//!   plus the lease window (`ttl/60`, 1 s to 1 h) late.
+//! - When a hold ends by its lease, or the next entry is on another gateway,
+//!   the removal and the new holder are two etcd revisions: watchers see
+//!   the lock free for a moment between `expired`/`released` and
+//!   `acquired` (see [`events`](super::events)).
+//! - A joined entry lives on the lease of one gateway with requests on it
+//!   (handed to another when that gateway's requests leave); if that
+//!   gateway dies, the requests on other gateways fail with UNAVAILABLE.
+//! - A request that goes away just as its entry is granted leaves a hold
+//!   that lives by its ttl, as in the embedded backend, but the window is a
+//!   round trip to etcd rather than an instant.
+//! - When the etcd session is lost, every queued request on the gateway
+//!   fails (UNAVAILABLE), even if etcd comes back before the session lease
+//!   would have run out; the entries go when the gateway revokes that lease
+//!   on reconnecting.
+//! - Counts: [`QueuedView::waiters`](crate::engine::QueuedView) counts the
+//!   gateways with requests on an entry, not the requests;
+//!   [`EngineStats::waiters`] counts this gateway's open wait streams only.
+//!   `--max-entries` and `--max-entries-per-key` are not enforced (etcd's
+//!   own quotas apply); `--max-waiters` applies per gateway.
+//! - `list` and `stats` read the whole range under the prefix (escaped
+//!   names do not sort like names), so they cost as much as there are
+//!   entries.
 
 use std::sync::Arc;
 
@@ -345,12 +378,12 @@ impl EtcdEngine {
         let rev = revision(&resp);
         let ops = resp.op_responses();
         let n = ops.len();
-        let head = range(&ops, n - 2)?
+        let head = range(&ops, n.saturating_sub(2))?
             .kvs()
             .first()
             .map(Entry::from_kv)
             .transpose()?;
-        let position = range(&ops, n - 1)?.count() as u64;
+        let position = range(&ops, n.saturating_sub(1))?.count() as u64;
         let first = WaitUpdate::Queued {
             index: existing.index,
             position,

@@ -285,7 +285,8 @@ impl Ctx {
     pub async fn find(&self, lock: &str, target: &Target) -> Result<Option<Entry>, EtcdError> {
         let (key, opts) = self.find_query(lock, target);
         let resp = self.get(key, opts).await?;
-        resp.kvs().first().map(Entry::from_kv).transpose()
+        let found = resp.kvs().first().map(Entry::from_kv).transpose()?;
+        Ok(found.filter(|e| is_target(e, target)))
     }
 
     fn find_query(&self, lock: &str, target: &Target) -> (String, GetOptions) {
@@ -327,7 +328,7 @@ impl Ctx {
             .map(Entry::from_kv)
             .transpose()?;
         let heads = entries(range(&ops, 1)?)?;
-        Ok((own, heads))
+        Ok((own.filter(|e| is_target(e, target)), heads))
     }
 
     /// Removes the entry `target` names, for `reason`, handing the lock on
@@ -715,6 +716,15 @@ impl Removed {
                 self.reasons.remove(&old);
             }
         }
+    }
+}
+
+/// Whether `e` is the entry `target` names. (etcd reads a create-revision
+/// bound of 0 as "no bound", so index 0 must not be left to the range.)
+fn is_target(e: &Entry, target: &Target) -> bool {
+    match target {
+        Target::Index(i) => e.index == *i,
+        Target::Value(v) => e.rec.value.as_deref() == Some(v.as_str()),
     }
 }
 
