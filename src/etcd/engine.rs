@@ -202,12 +202,12 @@ impl EtcdEngine {
         let ops = resp.op_responses();
         let count = CountGuard::new(ctx);
         if resp.succeeded() {
-            let head = range(&ops, 0)?
-                .kvs()
-                .first()
-                .map(Entry::from_kv)
-                .transpose()?;
-            let position = range(&ops, 1)?.count() as u64;
+            // Something was written: nothing below may fail before its
+            // tracker or stream owns it.
+            let head = range(&ops, 0)
+                .ok()
+                .and_then(|r| r.kvs().first().and_then(|kv| Entry::from_kv(kv).ok()));
+            let position = range(&ops, 1).map_or(0, |r| r.count() as u64);
             let free =
                 matches!(ops.get(2), Some(etcd_client::TxnOpResponse::Txn(t)) if t.succeeded());
             let index = rev as u64;
@@ -306,16 +306,8 @@ impl EtcdEngine {
             let head = ctx.head(lock).await?;
             return Err(not_acquired(head.map_or(0, |h| h.index)));
         }
-        self.join(
-            spec,
-            existing,
-            entry_id,
-            reg_key,
-            session.epoch,
-            timeout_at,
-            count,
-        )
-        .await
+        self.join(spec, existing, entry_id, reg_key, timeout_at, count)
+            .await
     }
 
     /// Joins the queued entry `existing` (same value): the newest request's
@@ -327,7 +319,6 @@ impl EtcdEngine {
         existing: Entry,
         entry_id: String,
         reg_key: String,
-        epoch: u64,
         timeout_at: Option<tokio::time::Instant>,
         count: CountGuard,
     ) -> Result<Option<WaitStream>, EngineError> {
@@ -378,12 +369,11 @@ impl EtcdEngine {
         let rev = revision(&resp);
         let ops = resp.op_responses();
         let n = ops.len();
-        let head = range(&ops, n.saturating_sub(2))?
-            .kvs()
-            .first()
-            .map(Entry::from_kv)
-            .transpose()?;
-        let position = range(&ops, n.saturating_sub(1))?.count() as u64;
+        // Written: nothing below may fail before a tracker owns it.
+        let head = range(&ops, n.saturating_sub(2))
+            .ok()
+            .and_then(|r| r.kvs().first().and_then(|kv| Entry::from_kv(kv).ok()));
+        let position = range(&ops, n.saturating_sub(1)).map_or(0, |r| r.count() as u64);
         let first = WaitUpdate::Queued {
             index: existing.index,
             position,
@@ -416,7 +406,7 @@ impl EtcdEngine {
                     mod_rev: rev,
                     rec,
                     reg_key,
-                    epoch,
+                    epoch: session.epoch,
                     waiter,
                 },
             ),
