@@ -273,3 +273,105 @@ async fn a_killed_gateway_loses_its_queued_entries_and_never_its_holds() {
     );
     drop(streams);
 }
+
+async fn campaign(server: &Server, name: &str, ttl_ms: u64) -> Streaming<pb::CampaignEvent> {
+    let mut e = server.election().await;
+    e.campaign(pb::CampaignRequest {
+        election: "lead".into(),
+        name: name.into(),
+        ttl_ms,
+        timeout_ms: None,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn first_campaign_event(s: &mut Streaming<pb::CampaignEvent>) -> pb::campaign_event::Event {
+    tokio::time::timeout(Duration::from_secs(30), s.message())
+        .await
+        .expect("campaign stalled")
+        .unwrap()
+        .expect("campaign ended")
+        .event
+        .expect("event")
+}
+
+async fn next_leader(o: &mut Streaming<pb::LeaderResponse>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(30), o.message())
+        .await
+        .expect("observe stalled")
+        .unwrap()
+        .expect("observe ended")
+        .leader
+        .map(|l| l.name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_across_gateways_goes_from_leader_to_leader() {
+    let etcd = Etcd::start();
+    let mut a = Server::etcd(&etcd, "/elect/", &[]);
+    let b = Server::etcd(&etcd, "/elect/", &[]);
+    let mut observe = b
+        .election()
+        .await
+        .observe(pb::ObserveRequest {
+            election: "lead".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_leader(&mut observe).await, None);
+
+    let mut ca = campaign(&a, "a", 0).await;
+    assert!(matches!(
+        first_campaign_event(&mut ca).await,
+        pb::campaign_event::Event::Elected(_)
+    ));
+    assert_eq!(next_leader(&mut observe).await.as_deref(), Some("a"));
+    let mut cb = campaign(&b, "b", 0).await;
+    assert!(matches!(
+        first_campaign_event(&mut cb).await,
+        pb::campaign_event::Event::Queued(_)
+    ));
+
+    // Resigned through A, the next candidate is on B: observers see the
+    // new leader, with no moment without one.
+    a.election()
+        .await
+        .resign(pb::ResignRequest {
+            election: "lead".into(),
+            name: "a".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next_leader(&mut observe).await.as_deref(), Some("b"));
+
+    // The same the other way round, and then through a lease: "c" leads
+    // through A with a ttl, "d" waits on B, and A dies.
+    let mut cc = campaign(&a, "c", 2_000).await;
+    assert!(matches!(
+        first_campaign_event(&mut cc).await,
+        pb::campaign_event::Event::Queued(_)
+    ));
+    b.election()
+        .await
+        .resign(pb::ResignRequest {
+            election: "lead".into(),
+            name: "b".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next_leader(&mut observe).await.as_deref(), Some("c"));
+    let mut cd = campaign(&b, "d", 0).await;
+    assert!(matches!(
+        first_campaign_event(&mut cd).await,
+        pb::campaign_event::Event::Queued(_)
+    ));
+    a.kill();
+    assert_eq!(next_leader(&mut observe).await.as_deref(), Some("d"));
+    assert!(matches!(
+        first_campaign_event(&mut cd).await,
+        pb::campaign_event::Event::Elected(_)
+    ));
+}

@@ -42,9 +42,10 @@
 //!   ends by its lease: at least a second late, at most about two seconds
 //!   plus the lease window (`ttl/60`, 1 s to 1 h) late.
 //! - When a hold ends by its lease, or the next entry is on another gateway,
-//!   the removal and the new holder are two etcd revisions: watchers see
-//!   the lock free for a moment between `expired`/`released` and
-//!   `acquired` (see [`events`](super::events)).
+//!   the removal and the new holder are two etcd revisions; watchers get
+//!   the removal held back (up to a second) and reported with the new
+//!   holder, so `Observe` goes leader to leader, but a little later than the
+//!   removal itself (see [`events`](super::events)).
 //! - A joined entry lives on the lease of one gateway with requests on it
 //!   (handed to another when that gateway's requests leave); if that
 //!   gateway dies, the requests on other gateways fail with UNAVAILABLE.
@@ -74,7 +75,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     config::EtcdConfig,
     error::EtcdError,
-    events::Mirror,
+    events::{Mirror, Smoother},
     expiry::Expirer,
     hub::Hub,
     keys::{self, Keys},
@@ -544,34 +545,49 @@ impl Engine for EtcdEngine {
         sub.created().await?;
         let (mirror, rev) = self.load(range_key).await?;
         let ctx = self.ctx.clone();
-        let state = (ctx, mirror, sub, std::collections::VecDeque::new(), false);
-        let stream = futures::stream::unfold(
-            state,
-            move |(ctx, mut mirror, mut sub, mut queue, done)| async move {
-                loop {
-                    if let Some(ev) = queue.pop_front() {
-                        return Some((Ok(ev), (ctx, mirror, sub, queue, done)));
-                    }
-                    if done {
-                        return None;
-                    }
-                    match sub.next().await {
+        let state = WatchState {
+            ctx,
+            mirror,
+            sub,
+            smoother: Smoother::default(),
+            error: None,
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, move |mut st| async move {
+            loop {
+                if let Some(ev) = st.smoother.pop() {
+                    return Some((Ok(ev), st));
+                }
+                if let Some(e) = st.error.take() {
+                    return Some((Err(e), st));
+                }
+                if st.done {
+                    return None;
+                }
+                let deadline = st.smoother.deadline();
+                tokio::select! {
+                    item = st.sub.next() => match item {
                         Ok(mut changes) => {
                             changes.retain(|c| c.mod_rev > rev);
-                            let now = ctx.now();
-                            queue.extend(mirror.apply(&ctx.keys, &changes, now));
+                            let now = st.ctx.now();
+                            for (lock, evs) in st.mirror.apply_by_lock(&st.ctx.keys, &changes, now) {
+                                st.smoother.push(&st.mirror, lock, evs);
+                            }
                         }
                         Err(e) => {
-                            let e = match e {
+                            st.error = Some(match e {
                                 EtcdError::Lagged => EngineError::from(e),
                                 e => EngineError::Unavailable(e.to_string()),
-                            };
-                            return Some((Err(e), (ctx, mirror, sub, queue, true)));
+                            });
+                            // What was held back goes out before the error.
+                            st.smoother.flush(true);
+                            st.done = true;
                         }
-                    }
+                    },
+                    () = sleep_until(deadline) => st.smoother.flush(false),
                 }
-            },
-        );
+            }
+        });
         Ok(Box::pin(stream.fuse()))
     }
 
@@ -600,5 +616,22 @@ impl Engine for EtcdEngine {
 
     fn backend(&self) -> &'static str {
         "etcd"
+    }
+}
+
+/// The state of one `watch` stream.
+struct WatchState {
+    ctx: Arc<Ctx>,
+    mirror: Mirror,
+    sub: super::hub::Subscription,
+    smoother: Smoother,
+    error: Option<EngineError>,
+    done: bool,
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -21,13 +21,24 @@
 //! A rewrite that changes only the lease (a queued entry handed to another
 //! gateway's lease) leaves the value as it was and produces no event.
 //!
-//! Remaining gap: when a hold expires through its lease (its gateway gone)
-//! or the head entry is promoted by its own gateway rather than by the
-//! releasing transaction, the removal and the new holder are two revisions,
-//! so the `expired`/`released` event reports no holder and the `acquired`
-//! event follows a moment later; the embedded backend reports both at once.
+//! When a hold ends by its lease (its gateway gone), or the next entry is
+//! on another gateway than the release, the removal and the new holder are
+//! two revisions: for a moment the head entry is queued, waiting for its
+//! gateway to make it the holder. The embedded backend reports the release
+//! and the new holder at once, so [`Smoother`] holds a key's events back
+//! while its head is pending (at most [`HOLD_BACK`]) and reports them with
+//! the holder that follows, as `Observe` expects: leader to leader, with no
+//! "no leader" in between. Events of one key keep their order; events of
+//! different keys may pass each other by that much. Remaining gap: if the
+//! head's gateway is gone too, the events come after [`HOLD_BACK`] with no
+//! holder, and the head is promoted (or goes with its lease) later.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::Duration,
+};
+
+use tokio::time::Instant;
 
 use etcd_client::KeyValue;
 
@@ -95,6 +106,20 @@ impl Mirror {
     /// Applies a batch of changes (in revision order) and returns the events
     /// they mean, stamped `now`.
     pub fn apply(&mut self, keys: &Keys, changes: &[Change], now: UnixMillis) -> Vec<LockEvent> {
+        self.apply_by_lock(keys, changes, now)
+            .into_iter()
+            .flat_map(|(_, evs)| evs)
+            .collect()
+    }
+
+    /// Like [`apply`](Self::apply), with the events of each revision grouped
+    /// by key, in order.
+    pub fn apply_by_lock(
+        &mut self,
+        keys: &Keys,
+        changes: &[Change],
+        now: UnixMillis,
+    ) -> Vec<(String, Vec<LockEvent>)> {
         let mut out = Vec::new();
         let mut start = 0;
         while start < changes.len() {
@@ -103,10 +128,28 @@ impl Mirror {
                 .iter()
                 .position(|c| c.mod_rev != rev)
                 .map_or(changes.len(), |n| start + n);
-            self.apply_revision(keys, &changes[start..end], now, &mut out);
+            let mut events = Vec::new();
+            self.apply_revision(keys, &changes[start..end], now, &mut events);
+            let mut by_lock: Vec<(String, Vec<LockEvent>)> = Vec::new();
+            for ev in events {
+                match by_lock.iter_mut().find(|(l, _)| *l == ev.key) {
+                    Some((_, evs)) => evs.push(ev),
+                    None => by_lock.push((ev.key.clone(), vec![ev])),
+                }
+            }
+            out.extend(by_lock);
             start = end;
         }
         out
+    }
+
+    /// Whether `lock`'s head entry is queued: its gateway is about to make
+    /// it the holder (or it goes with its gateway's lease).
+    pub fn head_pending(&self, lock: &str) -> bool {
+        self.locks
+            .get(lock)
+            .and_then(|q| q.first_key_value())
+            .is_some_and(|(_, m)| m.rec.held.is_none())
     }
 
     fn apply_revision(
@@ -202,7 +245,7 @@ impl Mirror {
     }
 
     /// The holder of `lock` and how many entries wait behind the head.
-    fn summary(&self, lock: &str) -> (Option<HolderView>, u64) {
+    pub fn summary(&self, lock: &str) -> (Option<HolderView>, u64) {
         let Some(queue) = self.locks.get(lock) else {
             return (None, 0);
         };
@@ -298,4 +341,73 @@ fn registration_entry(keys: &Keys, lock: &str, key: &[u8]) -> Option<String> {
     let rest = key.strip_prefix(&format!("{}w/", keys.lock(lock)))?;
     let (entry_id, _) = rest.split_once('/')?;
     Some(entry_id.to_owned())
+}
+
+/// How long a key's events wait for its pending head to become the holder.
+pub const HOLD_BACK: Duration = Duration::from_secs(1);
+
+/// Holds back the events of keys whose head is pending (see the module
+/// docs) and releases them with the holder that follows.
+#[derive(Default)]
+pub struct Smoother {
+    held: HashMap<String, (Vec<LockEvent>, Instant)>,
+    ready: VecDeque<LockEvent>,
+}
+
+impl Smoother {
+    /// Takes one key's events of one revision, as the mirror left it.
+    pub fn push(&mut self, mirror: &Mirror, lock: String, events: Vec<LockEvent>) {
+        let pending = mirror.head_pending(&lock);
+        match self.held.remove(&lock) {
+            Some((mut waiting, since)) => {
+                waiting.extend(events);
+                if pending {
+                    self.held.insert(lock, (waiting, since));
+                } else {
+                    let (holder, queue_length) = mirror.summary(&lock);
+                    for mut ev in waiting {
+                        if ev.holder.is_none() {
+                            ev.holder = holder.clone();
+                            ev.queue_length = queue_length;
+                        }
+                        self.ready.push_back(ev);
+                    }
+                }
+            }
+            None if pending => {
+                self.held.insert(lock, (events, Instant::now()));
+            }
+            None => self.ready.extend(events),
+        }
+    }
+
+    /// The next event ready to go out.
+    pub fn pop(&mut self) -> Option<LockEvent> {
+        self.ready.pop_front()
+    }
+
+    /// When the oldest held-back key must go out anyway.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.held
+            .values()
+            .map(|(_, since)| *since + HOLD_BACK)
+            .min()
+    }
+
+    /// Lets out, as they are, the keys held back for [`HOLD_BACK`] (or all
+    /// of them).
+    pub fn flush(&mut self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, (_, since))| all || *since + HOLD_BACK <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some((evs, _)) = self.held.remove(&k) {
+                self.ready.extend(evs);
+            }
+        }
+    }
 }
