@@ -411,3 +411,135 @@ impl Smoother {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EventKind as K;
+
+    fn put(keys: &Keys, lock: &str, id: &str, create: i64, rev: i64, rec: &EntryRecord) -> Change {
+        Change {
+            deleted: false,
+            key: keys.entry(lock, id).into_bytes(),
+            value: rec.to_bytes(),
+            create_rev: create,
+            mod_rev: rev,
+        }
+    }
+
+    fn del(keys: &Keys, lock: &str, id: &str, rev: i64) -> Change {
+        Change {
+            deleted: true,
+            key: keys.entry(lock, id).into_bytes(),
+            value: Vec::new(),
+            create_rev: 0,
+            mod_rev: rev,
+        }
+    }
+
+    fn tomb(keys: &Keys, lock: &str, index: u64, reason: Reason, rev: i64) -> Change {
+        Change {
+            deleted: false,
+            key: keys.tombstone(lock, index).into_bytes(),
+            value: Tombstone { reason }.to_bytes(),
+            create_rev: rev,
+            mod_rev: rev,
+        }
+    }
+
+    fn kinds(evs: &[LockEvent]) -> Vec<(K, u64, Option<u64>)> {
+        evs.iter()
+            .map(|e| (e.kind, e.index, e.holder.as_ref().map(|h| h.index)))
+            .collect()
+    }
+
+    #[test]
+    fn revisions_become_events_with_the_state_after_them() {
+        let keys = Keys::new("/p/");
+        let mut m = Mirror::default();
+        let a = EntryRecord::queued(None, 0, 1);
+        let b = EntryRecord::queued(Some("b".into()), 500, 2);
+        let evs = m.apply(
+            &keys,
+            &[
+                put(&keys, "k", "na", 10, 10, &a.held_at(1)),
+                put(&keys, "k", "vb", 11, 11, &b),
+            ],
+            5,
+        );
+        assert_eq!(
+            kinds(&evs),
+            vec![(K::Acquired, 10, Some(10)), (K::Queued, 11, Some(10))]
+        );
+        // A lease hand-off rewrites the same value: no event.
+        assert!(
+            m.apply(&keys, &[put(&keys, "k", "vb", 11, 12, &b)], 6)
+                .is_empty()
+        );
+        // Release and hand-over in one transaction: both report the new
+        // holder.
+        let evs = m.apply(
+            &keys,
+            &[
+                del(&keys, "k", "na", 13),
+                tomb(&keys, "k", 10, Reason::Released, 13),
+                put(&keys, "k", "vb", 11, 13, &b.held_at(7)),
+            ],
+            7,
+        );
+        assert_eq!(
+            kinds(&evs),
+            vec![(K::Released, 10, Some(11)), (K::Acquired, 11, Some(11))]
+        );
+        // Gone with its lease, no tombstone: a hold expired.
+        let evs = m.apply(&keys, &[del(&keys, "k", "vb", 14)], 8);
+        assert_eq!(kinds(&evs), vec![(K::Expired, 11, None)]);
+        assert_eq!(m.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_pending_head_holds_a_key_back_until_it_holds() {
+        let keys = Keys::new("/p/");
+        let mut m = Mirror::default();
+        let mut s = Smoother::default();
+        let a = EntryRecord::queued(None, 0, 1);
+        let b = EntryRecord::queued(None, 0, 1);
+        for (lock, evs) in m.apply_by_lock(
+            &keys,
+            &[
+                put(&keys, "k", "na", 10, 10, &a.held_at(1)),
+                put(&keys, "k", "nb", 11, 11, &b),
+            ],
+            1,
+        ) {
+            s.push(&m, lock, evs);
+        }
+        assert_eq!(s.pop().map(|e| e.kind), Some(K::Acquired));
+        assert_eq!(s.pop().map(|e| e.kind), Some(K::Queued));
+        // Released on its own: the head (b) is queued, so nothing yet.
+        for (lock, evs) in m.apply_by_lock(
+            &keys,
+            &[
+                del(&keys, "k", "na", 12),
+                tomb(&keys, "k", 10, Reason::Released, 12),
+            ],
+            2,
+        ) {
+            s.push(&m, lock, evs);
+        }
+        assert!(s.pop().is_none());
+        assert!(s.deadline().is_some());
+        // b's gateway makes it the holder: both go out, with b holding.
+        for (lock, evs) in
+            m.apply_by_lock(&keys, &[put(&keys, "k", "nb", 11, 13, &b.held_at(3))], 3)
+        {
+            s.push(&m, lock, evs);
+        }
+        let out: Vec<_> = std::iter::from_fn(|| s.pop()).collect();
+        assert_eq!(
+            kinds(&out),
+            vec![(K::Released, 10, Some(11)), (K::Acquired, 11, Some(11))]
+        );
+        assert!(s.deadline().is_none());
+    }
+}
