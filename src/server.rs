@@ -77,7 +77,7 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
 /// Serves until `shutdown` is cancelled, then ends open streams and stops.
 pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServerError> {
     let engine = engine(&args)?;
-    let service = Service::new(engine, args.service_limits(), shutdown.clone());
+    let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
     let http = http::router(service.clone(), &args.cors)?;
     let app = grpc::routes(service)?
         .prepare()
@@ -112,13 +112,22 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         () = shutdown.cancelled() => {}
     }
     tracing::info!("shutting down");
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+    let served = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(r) => r.map_err(ServerError::from),
         Err(_) => {
             tracing::warn!("connections still open after the grace period; closing them");
             Ok(())
         }
+    };
+    // Open streams have ended by now; let the backend give up what only
+    // they needed (the etcd backend's queued entries).
+    if tokio::time::timeout(SHUTDOWN_GRACE, engine.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the backend did not finish shutting down in time");
     }
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -375,3 +375,36 @@ async fn an_election_across_gateways_goes_from_leader_to_leader() {
         pb::campaign_event::Event::Elected(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_with_sigterm_withdraws_its_queued_entries_at_once() {
+    let etcd = Etcd::start();
+    // A long queue lease: only a withdrawal at shutdown can clear A's
+    // entries within the test's bound.
+    let mut a = Server::etcd(&etcd, "/term/", &["--etcd-queue-lease-secs", "60"]);
+    let b = Server::etcd(&etcd, "/term/", &[]);
+    let mut cb = b.lock().await;
+    let (_hb, holder) = acquire(&mut cb, "k", "", 0).await;
+    let mut ca = a.lock().await;
+    let mut s = wait(&mut ca, wait_req("k", "on-a", 0, None)).await;
+    queued(&mut s).await;
+    assert_eq!(view(&mut cb, "k").await.queue.len(), 1);
+
+    let status = a.terminate(Duration::from_secs(15));
+    assert!(status.expect("gateway A did not exit").success());
+    let start = Instant::now();
+    while !view(&mut cb, "k").await.queue.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a stopped gateway's queued entry outlived its shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The lock hands on through B as if A's waiter had never been there.
+    release(&mut cb, "k", holder).await;
+    let mut w = wait(&mut cb, wait_req("k", "", 0, Some(5_000))).await;
+    match next_event(&mut w).await.unwrap() {
+        wait_event::Event::Acquired(_) => {}
+        other => panic!("expected the free lock, got {other:?}"),
+    }
+}

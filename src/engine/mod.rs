@@ -53,6 +53,11 @@ pub trait Engine: Send + Sync + 'static {
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError>;
     /// Counts of keys, entries and waiters.
     async fn stats(&self) -> Result<EngineStats, EngineError>;
+    /// Called once when the server stops, after its streams have ended: a
+    /// backend gives up what only its waiters needed. The embedded backend
+    /// has nothing to do; the etcd backend revokes its session lease, so
+    /// its queued entries go at once rather than when the lease lapses.
+    async fn shutdown(&self) {}
     /// The backend's name for status pages: `embedded` or `etcd`.
     fn backend(&self) -> &'static str;
 }

@@ -614,6 +614,22 @@ impl Engine for EtcdEngine {
         })
     }
 
+    async fn shutdown(&self) {
+        // Queued entries and registrations hang on the session lease (holds
+        // never do): revoking it withdraws this gateway's waiters now, not
+        // `--etcd-queue-lease-secs` later, so other gateways' waiters are
+        // not kept behind entries nobody waits on.
+        if let Some(session) = self.ctx.conn.current() {
+            let mut leases = session.client.lease_client();
+            let timeout = self.ctx.conn.timeout();
+            match tokio::time::timeout(timeout, leases.revoke(session.lease)).await {
+                Ok(Ok(_)) => tracing::info!("revoked the etcd session lease"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not revoke the etcd session lease"),
+                Err(_) => tracing::warn!("etcd did not answer the session lease revoke in time"),
+            }
+        }
+    }
+
     fn backend(&self) -> &'static str {
         "etcd"
     }
