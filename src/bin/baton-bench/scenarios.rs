@@ -188,8 +188,8 @@ pub async fn many_waiters(target: &Target, waiters: usize, keys: usize, run: u64
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = target.rss_kib();
-        if (now as i64 - last as i64).unsigned_abs() * 100 <= now.max(1)
-            || settle.elapsed() > Duration::from_secs(60)
+        if (now as i64 - last as i64).unsigned_abs() * 50 <= now.max(1)
+            || settle.elapsed() > Duration::from_secs(15)
         {
             break;
         }

@@ -236,7 +236,23 @@ impl Session for EtcdSession {
                 .session_lease
                 .get_or_try_init(|| {
                     let mut c = client.clone();
-                    async move { Ok::<_, anyhow::Error>(c.lease_grant(60, None).await?.id()) }
+                    async move {
+                        let id = c.lease_grant(60, None).await?.id();
+                        // Kept alive like etcdctl's session: a waiter whose
+                        // lease lapsed would wait in etcd's Lock call forever.
+                        let (mut keeper, mut acks) = c.lease_keep_alive(id).await?;
+                        tokio::spawn(async move {
+                            loop {
+                                if keeper.keep_alive().await.is_err()
+                                    || !matches!(acks.message().await, Ok(Some(_)))
+                                {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_secs(10)).await;
+                            }
+                        });
+                        Ok::<_, anyhow::Error>(id)
+                    }
                 })
                 .await?;
             (lease, None, None)
