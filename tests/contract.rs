@@ -16,7 +16,7 @@ use std::{
 use baton::proto::v1::{
     self as pb, campaign_event, lock_client::LockClient, release_request, renew_request, wait_event,
 };
-use common::{Server, etcd::Etcd, eventually};
+use common::{Server, etcd::Etcd, eventually, next_event, wait_req};
 use tokio::sync::Mutex;
 use tonic::{Code, Streaming, transport::Channel};
 
@@ -104,22 +104,6 @@ contract_tests!(
     indexes_increase_across_keys,
     unknown_entries_are_not_found_and_touch_nothing,
 );
-
-fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> pb::WaitRequest {
-    pb::WaitRequest {
-        key: key.into(),
-        value: value.into(),
-        ttl_ms,
-        timeout_ms,
-    }
-}
-
-async fn next_event(s: &mut Streaming<pb::WaitEvent>) -> Result<wait_event::Event, tonic::Status> {
-    let item = tokio::time::timeout(Duration::from_secs(30), s.message())
-        .await
-        .expect("stream stalled")?;
-    Ok(item.expect("stream ended").event.expect("event"))
-}
 
 /// Takes the lock at once; returns the stream and the index.
 async fn acquire(

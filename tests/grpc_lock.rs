@@ -8,24 +8,8 @@ mod common;
 use std::time::Duration;
 
 use baton::proto::v1::{self as pb, lock_client::LockClient, wait_event};
-use common::Server;
+use common::{Server, next_event, wait_req};
 use tonic::{Code, Streaming, transport::Channel};
-
-fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> pb::WaitRequest {
-    pb::WaitRequest {
-        key: key.into(),
-        value: value.into(),
-        ttl_ms,
-        timeout_ms,
-    }
-}
-
-async fn next_event(s: &mut Streaming<pb::WaitEvent>) -> Result<wait_event::Event, tonic::Status> {
-    let item = tokio::time::timeout(Duration::from_secs(30), s.message())
-        .await
-        .expect("stream stalled")?;
-    Ok(item.expect("stream ended").event.expect("event"))
-}
 
 /// Takes the lock at once; returns the stream and the index.
 async fn acquire(

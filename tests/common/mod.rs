@@ -9,8 +9,10 @@ use std::{
 
 pub mod etcd;
 
-use baton::proto::v1::{election_client::ElectionClient, lock_client::LockClient};
-use tonic::transport::Channel;
+use baton::proto::v1::{
+    self as pb, election_client::ElectionClient, lock_client::LockClient, wait_event,
+};
+use tonic::{Streaming, transport::Channel};
 
 /// A running `baton` server, killed on drop.
 pub struct Server {
@@ -160,4 +162,24 @@ pub fn curl(addr: &str, args: &[&str]) -> Reply {
         body: body.to_owned(),
         headers: std::fs::read_to_string(head.path()).unwrap_or_default(),
     }
+}
+
+/// A Wait request.
+pub fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> pb::WaitRequest {
+    pb::WaitRequest {
+        key: key.into(),
+        value: value.into(),
+        ttl_ms,
+        timeout_ms,
+    }
+}
+
+/// The next event of a Wait stream (30 s at most), or its error status.
+pub async fn next_event(
+    s: &mut Streaming<pb::WaitEvent>,
+) -> Result<wait_event::Event, tonic::Status> {
+    let item = tokio::time::timeout(Duration::from_secs(30), s.message())
+        .await
+        .expect("stream stalled")?;
+    Ok(item.expect("stream ended").event.expect("event"))
 }
