@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
 use baton::proto::v1::{self as pb, lock_client::LockClient, release_request, wait_event};
 use tonic::transport::Channel;
@@ -48,7 +48,7 @@ pub struct Held {
 #[derive(Clone, Debug)]
 enum Token {
     Baton(u64),
-    Etcd(Vec<u8>, Option<i64>),
+    Etcd(Vec<u8>, EtcdLease),
 }
 
 /// One client connection to the target.
@@ -149,7 +149,7 @@ impl Target {
                 std::sync::Arc::new(EtcdSession {
                     client,
                     health: HealthClient::new(channel),
-                    session_lease: tokio::sync::OnceCell::new(),
+                    idle: std::sync::Mutex::new(Vec::new()),
                 })
             }
             _ => std::sync::Arc::new(BatonSession {
@@ -213,12 +213,52 @@ impl Session for BatonSession {
     }
 }
 
-/// etcd's v3lock as `etcdctl lock` uses it: a session lease per client
-/// (ttl 60 s) for holds without a ttl, a lease of the hold's ttl otherwise.
+/// etcd's v3lock as `etcdctl lock` uses it: a session lease per waiting
+/// client for holds without a ttl, a lease of the hold's ttl otherwise.
+///
+/// etcd names a waiter's entry after its lease (`<lock>/<lease id>`), so two
+/// acquires that share a lease on one lock are one entry: they would be
+/// granted together and one's release would end the other's hold. A session
+/// therefore lends each concurrent ttl-less acquire a lease of its own, kept
+/// in `idle` between uses so a client that locks again and again pays for
+/// one grant only, as a long-lived etcd session does.
 struct EtcdSession {
     client: etcd_client::Client,
     health: HealthClient<Channel>,
-    session_lease: tokio::sync::OnceCell<i64>,
+    idle: std::sync::Mutex<Vec<i64>>,
+}
+
+/// The ttl of a lent lease, in seconds. Longer than any run, so nothing has
+/// to keep it alive: liveness traffic is not what this harness measures, and
+/// a lapsed lease would leave its waiter blocked in etcd's Lock call forever.
+const LENT_LEASE_TTL_SECS: i64 = 3_600;
+
+/// Which lease an etcd hold rides on, and what to do with it at release.
+#[derive(Clone, Debug)]
+enum EtcdLease {
+    /// Lent by the session: back to its idle list.
+    Lent(i64),
+    /// Granted for this hold's ttl: revoked.
+    Own(i64),
+}
+
+impl EtcdSession {
+    async fn lend_lease(&self) -> Result<i64> {
+        let idle = self
+            .idle
+            .lock()
+            .map_err(|_| anyhow!("lease list poisoned"))?
+            .pop();
+        match idle {
+            Some(id) => Ok(id),
+            None => Ok(self
+                .client
+                .clone()
+                .lease_grant(LENT_LEASE_TTL_SECS, None)
+                .await?
+                .id()),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -231,56 +271,43 @@ fn now_ms() -> u64 {
 impl Session for EtcdSession {
     async fn acquire(&self, key: &str, ttl_ms: u64) -> Result<Held> {
         let mut client = self.client.clone();
-        let (lease, own, deadline_ms) = if ttl_ms == 0 {
-            let lease = *self
-                .session_lease
-                .get_or_try_init(|| {
-                    let mut c = client.clone();
-                    async move {
-                        let id = c.lease_grant(60, None).await?.id();
-                        // Kept alive like etcdctl's session: a waiter whose
-                        // lease lapsed would wait in etcd's Lock call forever.
-                        let (mut keeper, mut acks) = c.lease_keep_alive(id).await?;
-                        tokio::spawn(async move {
-                            loop {
-                                if keeper.keep_alive().await.is_err()
-                                    || !matches!(acks.message().await, Ok(Some(_)))
-                                {
-                                    break;
-                                }
-                                tokio::time::sleep(Duration::from_secs(10)).await;
-                            }
-                        });
-                        Ok::<_, anyhow::Error>(id)
-                    }
-                })
-                .await?;
-            (lease, None, None)
+        let (lease, deadline_ms) = if ttl_ms == 0 {
+            (EtcdLease::Lent(self.lend_lease().await?), None)
         } else {
             let granted = now_ms();
             let secs = ttl_ms.div_ceil(1000).max(1) as i64;
             let lease = client.lease_grant(secs, None).await?;
             // etcd may raise a short ttl to its minimum: use what it granted.
             let ttl = lease.ttl().max(secs) as u64;
-            (lease.id(), Some(lease.id()), Some(granted + ttl * 1000))
+            (EtcdLease::Own(lease.id()), Some(granted + ttl * 1000))
+        };
+        let id = match lease {
+            EtcdLease::Lent(id) | EtcdLease::Own(id) => id,
         };
         let r = client
-            .lock(key, Some(etcd_client::LockOptions::new().with_lease(lease)))
+            .lock(key, Some(etcd_client::LockOptions::new().with_lease(id)))
             .await?;
         Ok(Held {
             deadline_ms,
-            token: Token::Etcd(r.key().to_vec(), own),
+            token: Token::Etcd(r.key().to_vec(), lease),
         })
     }
 
     async fn release(&self, _key: &str, held: Held) -> Result<()> {
-        let Token::Etcd(lock_key, own) = held.token else {
+        let Token::Etcd(lock_key, lease) = held.token else {
             bail!("not an etcd hold");
         };
         let mut client = self.client.clone();
         client.unlock(lock_key).await?;
-        if let Some(l) = own {
-            let _ = client.lease_revoke(l).await;
+        match lease {
+            EtcdLease::Lent(id) => self
+                .idle
+                .lock()
+                .map_err(|_| anyhow!("lease list poisoned"))?
+                .push(id),
+            EtcdLease::Own(id) => {
+                let _ = client.lease_revoke(id).await;
+            }
         }
         Ok(())
     }
