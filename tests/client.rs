@@ -395,3 +395,37 @@ async fn a_guard_survives_its_gateway_going_away() {
     assert_eq!(holder_index(&only_b, "ha").await, None);
     drop(a);
 }
+
+/// A long-lived client that locks and releases again and again must keep its
+/// connection: giving up a hold must not leave the server writing to a stream
+/// the client reset (HTTP/2 peers end a connection after ~1,000 of those).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_holds_on_one_connection_all_succeed() {
+    let server = Server::memory();
+    let c = client(&server).await;
+    let mut last = 0;
+    for i in 0..1_500 {
+        let guard = c
+            .lock("cycle")
+            .ttl(Duration::from_secs(5))
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire #{i}: {e}"));
+        assert!(guard.index() > last, "fencing tokens rise");
+        last = guard.index();
+        if i % 2 == 0 {
+            guard
+                .release()
+                .await
+                .unwrap_or_else(|e| panic!("release #{i}: {e}"));
+        } else {
+            drop(guard);
+            let freed = eventually(SOON, || {
+                let c = c.clone();
+                async move { holder_index(&c, "cycle").await.is_none() }
+            })
+            .await;
+            assert!(freed, "hold #{i} stayed held after its guard was dropped");
+        }
+    }
+}
