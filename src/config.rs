@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The client subcommands: lock, elect, leader, observe, release, status.
     #[command(flatten)]
     Client(crate::cli::ClientCommand),
@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// How long one etcd request may take before the client gets UNAVAILABLE.
     #[arg(long, env = "BATON_ETCD_TIMEOUT_MS", default_value_t = EtcdConfig::default().timeout.as_millis() as u64)]
     pub etcd_timeout_ms: u64,
+    /// etcd requests this gateway sends at once; more wait their turn, so a
+    /// burst of clients does not overload etcd ("too many requests").
+    #[arg(long, env = "BATON_ETCD_MAX_INFLIGHT", default_value_t = EtcdConfig::default().max_inflight)]
+    pub etcd_max_inflight: usize,
 }
 
 impl ServeArgs {
@@ -159,6 +163,7 @@ impl ServeArgs {
             key_file: self.etcd_key_file.clone(),
             queue_lease_secs: self.etcd_queue_lease_secs,
             timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
+            max_inflight: self.etcd_max_inflight,
             max_waiters: self.max_waiters,
             watch_buffer: self.watch_buffer,
         }

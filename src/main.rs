@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         Some(Command::Client(command)) => return baton::cli::run(command).await,
         None => cli.serve,
     };

@@ -31,6 +31,9 @@ pub struct EtcdConfig {
     /// How long one etcd request may take before the client is told
     /// UNAVAILABLE.
     pub timeout: Duration,
+    /// etcd requests this gateway has outstanding at once; more wait their
+    /// turn (see [`pacer`](super::pacer)).
+    pub max_inflight: usize,
     /// Waiting requests this gateway accepts at once.
     pub max_waiters: usize,
     /// Event batches a watcher may fall behind before it is cut off.
@@ -49,6 +52,7 @@ impl Default for EtcdConfig {
             key_file: None,
             queue_lease_secs: 10,
             timeout: Duration::from_secs(5),
+            max_inflight: 128,
             max_waiters: 1_000_000,
             watch_buffer: 4096,
         }
@@ -67,6 +71,11 @@ impl EtcdConfig {
         for e in &self.endpoints {
             e.parse::<http::Uri>()
                 .map_err(|err| EtcdError::Config(format!("bad etcd endpoint {e:?}: {err}")))?;
+        }
+        if self.max_inflight == 0 {
+            return Err(EtcdError::Config(
+                "--etcd-max-inflight must be at least 1".into(),
+            ));
         }
         if self.queue_lease_secs < 2 {
             return Err(EtcdError::Config(

@@ -34,6 +34,17 @@ pub enum EtcdError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Every one of the gateway's etcd request slots stayed taken for the
+    /// whole request timeout (see [`pacer`](super::pacer)).
+    #[error(
+        "etcd is busy: all {inflight} request slots of this gateway stayed taken for {waited:?}"
+    )]
+    Busy {
+        /// `--etcd-max-inflight`.
+        inflight: usize,
+        /// How long the request waited for a slot.
+        waited: Duration,
+    },
     /// A watcher fell too far behind etcd's events and was cut off.
     #[error("the watch fell behind etcd's events; read the state again and re-watch")]
     Lagged,

@@ -11,6 +11,8 @@
 //! - [`hub`]: the one watch stream every watcher of the gateway shares.
 //! - [`ops`]: the compare-and-swap transactions (release with hand-over,
 //!   renew).
+//! - [`pacer`]: bounds and retries etcd requests so a burst does not
+//!   overload etcd.
 //! - [`waiter`]: queued requests: trackers and wait streams.
 //! - [`expiry`]: precise expiry of holds.
 //! - [`leases`]: the shared leases holds hang on.
@@ -26,6 +28,7 @@ pub mod hub;
 pub mod keys;
 pub mod leases;
 pub mod ops;
+pub mod pacer;
 pub mod record;
 pub mod session;
 pub mod waiter;

@@ -161,18 +161,15 @@ impl Ctx {
         self.conn.session().await
     }
 
-    /// Runs one etcd request with the request timeout; a failure that looks
-    /// like a lost connection makes the session check itself at once.
-    pub async fn rpc<T>(
-        &self,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        let timeout = self.conn.timeout();
-        let r = match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(EtcdError::Client(e)),
-            Err(_) => Err(EtcdError::Timeout(timeout)),
-        };
+    /// Runs one etcd request, paced and within the request timeout (see
+    /// [`pacer`](super::pacer)); a failure that looks like a lost connection
+    /// makes the session check itself at once.
+    pub async fn rpc<T, F, Fut>(&self, send: F) -> Result<T, EtcdError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let r = self.conn.pacer().run(send).await;
         if let Err(e) = &r
             && e.is_connectivity()
         {
@@ -188,14 +185,22 @@ impl Ctx {
 
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, EtcdError> {
-        let mut kv = self.kv().await?;
-        self.rpc(kv.txn(txn)).await
+        let kv = self.kv().await?;
+        self.rpc(|| {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
     }
 
     /// Reads a key or range.
     pub async fn get(&self, key: String, opts: GetOptions) -> Result<GetResponse, EtcdError> {
-        let mut kv = self.kv().await?;
-        self.rpc(kv.get(key, Some(opts))).await
+        let kv = self.kv().await?;
+        self.rpc(|| {
+            let (mut kv, key, opts) = (kv.clone(), key.clone(), opts.clone());
+            async move { kv.get(key, Some(opts)).await }
+        })
+        .await
     }
 
     /// A lease for a hold of `ttl_ms` granted now (0 for ttl 0): shared

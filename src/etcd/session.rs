@@ -24,7 +24,7 @@ use etcd_client::{Client, ConnectOptions};
 use futures::StreamExt;
 use tokio::sync::{Mutex, Notify, watch};
 
-use super::{config::EtcdConfig, error::EtcdError};
+use super::{config::EtcdConfig, error::EtcdError, pacer::Pacer};
 
 /// How long a tombstone lease lives; tombstones only need to outlive the
 /// watchers that read them right after the delete.
@@ -86,6 +86,7 @@ pub struct Connector {
     link: watch::Receiver<Link>,
     probe: Arc<Notify>,
     timeout: Duration,
+    pacer: Pacer,
 }
 
 impl Connector {
@@ -109,6 +110,7 @@ impl Connector {
             link,
             probe,
             timeout: config.timeout,
+            pacer: Pacer::new(config.max_inflight, config.timeout),
         }))
     }
 
@@ -162,6 +164,11 @@ impl Connector {
     /// The per-request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// What every KV request goes through (see [`pacer`](super::pacer)).
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 }
 
