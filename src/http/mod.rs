@@ -1,10 +1,11 @@
 //! The HTTP surface on the shared port: etcd's `/mod/v2` API, the JSON
-//! gateway, the dashboard. It never re-implements lock semantics: every
+//! gateway, the dashboard, `/metrics`. It never re-implements lock semantics: every
 //! handler calls the service layer.
 
 pub mod cors;
 pub mod dashboard;
 pub mod gateway;
+pub mod metrics;
 pub mod modv2;
 
 use axum::Router;
@@ -17,6 +18,7 @@ pub fn router(service: Service, cors_origins: &[String]) -> Result<Router, cors:
         .merge(modv2::router())
         .merge(gateway::router())
         .merge(dashboard::router())
+        .merge(metrics::router())
         .with_state(service);
     Ok(match cors::layer(cors_origins)? {
         Some(layer) => router.layer(layer),

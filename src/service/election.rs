@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 
-use super::{Service, ServiceError, ServiceStream, WaitStep, convert, lock::next_token};
+use super::{Rpc, Service, ServiceError, ServiceStream, WaitStep, convert, lock::next_token};
 use crate::engine::{AcquireSpec, HolderView, Target};
 use crate::proto::v1::{self as pb, campaign_event::Event};
 
@@ -13,28 +13,35 @@ impl Service {
         &self,
         req: pb::CampaignRequest,
     ) -> Result<ServiceStream<pb::CampaignEvent>, ServiceError> {
-        let spec = AcquireSpec {
-            key: self.key("election", &req.election)?,
-            value: Some(self.name(&req.name)?),
-            ttl_ms: self.ttl(req.ttl_ms)?,
-            timeout_ms: req.timeout_ms,
-        };
-        let steps = self.start_wait(spec).await?;
-        Ok(Box::pin(steps.map(|step| {
-            let event = match step? {
-                WaitStep::Queued(q) => Event::Queued(q),
-                WaitStep::Acquired(a) => Event::Elected(a),
-                WaitStep::Ended(e) => Event::Ended(e),
+        self.counted(Rpc::Campaign, async {
+            let spec = AcquireSpec {
+                key: self.key("election", &req.election)?,
+                value: Some(self.name(&req.name)?),
+                ttl_ms: self.ttl(req.ttl_ms)?,
+                timeout_ms: req.timeout_ms,
             };
-            Ok(pb::CampaignEvent { event: Some(event) })
-        })))
+            let steps = self.start_wait(spec).await?;
+            let events: ServiceStream<pb::CampaignEvent> = Box::pin(steps.map(|step| {
+                let event = match step? {
+                    WaitStep::Queued(q) => Event::Queued(q),
+                    WaitStep::Acquired(a) => Event::Elected(a),
+                    WaitStep::Ended(e) => Event::Ended(e),
+                };
+                Ok(pb::CampaignEvent { event: Some(event) })
+            }));
+            Ok(events)
+        })
+        .await
     }
 
     /// Election.Leader.
     pub async fn leader(&self, req: pb::LeaderRequest) -> Result<pb::LeaderResponse, ServiceError> {
-        let election = self.key("election", &req.election)?;
-        let view = self.engine.get(&election).await?;
-        Ok(leader_response(election, view.holder.as_ref()))
+        self.counted(Rpc::Leader, async {
+            let election = self.key("election", &req.election)?;
+            let view = self.engine.get(&election).await?;
+            Ok(leader_response(election, view.holder.as_ref()))
+        })
+        .await
     }
 
     /// Election.Observe: the leader now, then every change of leader.
@@ -42,39 +49,45 @@ impl Service {
         &self,
         req: pb::ObserveRequest,
     ) -> Result<ServiceStream<pb::LeaderResponse>, ServiceError> {
-        let election = self.key("election", &req.election)?;
-        let permit = self.stream_permit()?;
-        // Watch first, then read, so no change falls between the two.
-        let events = self.engine.watch(&election, false).await?;
-        let now = self.engine.get(&election).await?;
-        let first = leader_response(election.clone(), now.holder.as_ref());
-        let mut last = now.holder.map(|h| h.index);
-        let changes = events.filter_map(move |e| {
-            let out = match e {
-                Ok(e) => {
-                    let index = e.holder.as_ref().map(|h| h.index);
-                    (index != last).then(|| {
-                        last = index;
-                        Ok(leader_response(election.clone(), e.holder.as_ref()))
-                    })
-                }
-                Err(e) => Some(Err(ServiceError::from(e))),
-            };
-            futures::future::ready(out)
-        });
-        let stream = futures::stream::once(futures::future::ready(Ok(first))).chain(changes);
-        Ok(self.guard(stream, permit))
+        self.counted(Rpc::Observe, async {
+            let election = self.key("election", &req.election)?;
+            let permit = self.stream_permit()?;
+            // Watch first, then read, so no change falls between the two.
+            let events = self.engine.watch(&election, false).await?;
+            let now = self.engine.get(&election).await?;
+            let first = leader_response(election.clone(), now.holder.as_ref());
+            let mut last = now.holder.map(|h| h.index);
+            let changes = events.filter_map(move |e| {
+                let out = match e {
+                    Ok(e) => {
+                        let index = e.holder.as_ref().map(|h| h.index);
+                        (index != last).then(|| {
+                            last = index;
+                            Ok(leader_response(election.clone(), e.holder.as_ref()))
+                        })
+                    }
+                    Err(e) => Some(Err(ServiceError::from(e))),
+                };
+                futures::future::ready(out)
+            });
+            let stream = futures::stream::once(futures::future::ready(Ok(first))).chain(changes);
+            Ok(self.guard(stream, permit))
+        })
+        .await
     }
 
     /// Election.Resign.
     pub async fn resign(&self, req: pb::ResignRequest) -> Result<pb::ResignResponse, ServiceError> {
-        let election = self.key("election", &req.election)?;
-        let name = self.name(&req.name)?;
-        let r = self.engine.release(&election, Target::Value(name)).await?;
-        Ok(pb::ResignResponse {
-            index: r.index,
-            was_leader: r.was_holder,
+        self.counted(Rpc::Resign, async {
+            let election = self.key("election", &req.election)?;
+            let name = self.name(&req.name)?;
+            let r = self.engine.release(&election, Target::Value(name)).await?;
+            Ok(pb::ResignResponse {
+                index: r.index,
+                was_leader: r.was_holder,
+            })
         })
+        .await
     }
 
     /// Election.List.
@@ -82,19 +95,22 @@ impl Service {
         &self,
         req: pb::ListElectionsRequest,
     ) -> Result<pb::ListElectionsResponse, ServiceError> {
-        let (size, after) = self.page(req.page_size, &req.page_token);
-        let mut keys = self
-            .engine
-            .list(&req.prefix, after.as_deref(), size + 1)
-            .await?;
-        let next_page_token = next_token(&mut keys, size, |k| &k.key);
-        Ok(pb::ListElectionsResponse {
-            elections: keys
-                .into_iter()
-                .map(|k| leader_response(k.key, k.holder.as_ref()))
-                .collect(),
-            next_page_token,
+        self.counted(Rpc::ListElections, async {
+            let (size, after) = self.page(req.page_size, &req.page_token);
+            let mut keys = self
+                .engine
+                .list(&req.prefix, after.as_deref(), size + 1)
+                .await?;
+            let next_page_token = next_token(&mut keys, size, |k| &k.key);
+            Ok(pb::ListElectionsResponse {
+                elections: keys
+                    .into_iter()
+                    .map(|k| leader_response(k.key, k.holder.as_ref()))
+                    .collect(),
+                next_page_token,
+            })
         })
+        .await
     }
 
     fn name(&self, name: &str) -> Result<String, ServiceError> {

@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 
-use super::{Service, ServiceError, ServiceStream, WaitStep, convert};
+use super::{Rpc, Service, ServiceError, ServiceStream, WaitStep, convert};
 use crate::engine::AcquireSpec;
 use crate::proto::v1::{self as pb, wait_event::Event};
 
@@ -12,41 +12,48 @@ impl Service {
         &self,
         req: pb::WaitRequest,
     ) -> Result<ServiceStream<pb::WaitEvent>, ServiceError> {
-        let spec = AcquireSpec {
-            key: self.key("key", &req.key)?,
-            value: self.value("value", &req.value)?,
-            ttl_ms: self.ttl(req.ttl_ms)?,
-            timeout_ms: req.timeout_ms,
-        };
-        let steps = self.start_wait(spec).await?;
-        Ok(Box::pin(steps.map(|step| {
-            let event = match step? {
-                WaitStep::Queued(q) => Event::Queued(q),
-                WaitStep::Acquired(a) => Event::Acquired(a),
-                WaitStep::Ended(e) => Event::Ended(e),
+        self.counted(Rpc::Wait, async {
+            let spec = AcquireSpec {
+                key: self.key("key", &req.key)?,
+                value: self.value("value", &req.value)?,
+                ttl_ms: self.ttl(req.ttl_ms)?,
+                timeout_ms: req.timeout_ms,
             };
-            Ok(pb::WaitEvent { event: Some(event) })
-        })))
+            let steps = self.start_wait(spec).await?;
+            let events: ServiceStream<pb::WaitEvent> = Box::pin(steps.map(|step| {
+                let event = match step? {
+                    WaitStep::Queued(q) => Event::Queued(q),
+                    WaitStep::Acquired(a) => Event::Acquired(a),
+                    WaitStep::Ended(e) => Event::Ended(e),
+                };
+                Ok(pb::WaitEvent { event: Some(event) })
+            }));
+            Ok(events)
+        })
+        .await
     }
 
     /// Lock.Renew.
     pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, ServiceError> {
-        use pb::renew_request::Target as T;
-        let key = self.key("key", &req.key)?;
-        let target = match &req.target {
-            Some(T::Index(i)) => self.target(Some(*i), None)?,
-            Some(T::Value(v)) => self.target(None, Some(v))?,
-            None => self.target(None, None)?,
-        };
-        let r = self
-            .engine
-            .renew(&key, target, self.ttl(req.ttl_ms)?)
-            .await?;
-        Ok(pb::RenewResponse {
-            index: r.index,
-            held: r.held,
-            deadline_unix_ms: r.deadline.unwrap_or(0),
+        self.counted(Rpc::Renew, async {
+            use pb::renew_request::Target as T;
+            let key = self.key("key", &req.key)?;
+            let target = match &req.target {
+                Some(T::Index(i)) => self.target(Some(*i), None)?,
+                Some(T::Value(v)) => self.target(None, Some(v))?,
+                None => self.target(None, None)?,
+            };
+            let r = self
+                .engine
+                .renew(&key, target, self.ttl(req.ttl_ms)?)
+                .await?;
+            Ok(pb::RenewResponse {
+                index: r.index,
+                held: r.held,
+                deadline_unix_ms: r.deadline.unwrap_or(0),
+            })
         })
+        .await
     }
 
     /// Lock.Release.
@@ -54,52 +61,61 @@ impl Service {
         &self,
         req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, ServiceError> {
-        use pb::release_request::Target as T;
-        let key = self.key("key", &req.key)?;
-        let target = match &req.target {
-            Some(T::Index(i)) => self.target(Some(*i), None)?,
-            Some(T::Value(v)) => self.target(None, Some(v))?,
-            None => self.target(None, None)?,
-        };
-        let r = self.engine.release(&key, target).await?;
-        Ok(pb::ReleaseResponse {
-            index: r.index,
-            was_holder: r.was_holder,
+        self.counted(Rpc::Release, async {
+            use pb::release_request::Target as T;
+            let key = self.key("key", &req.key)?;
+            let target = match &req.target {
+                Some(T::Index(i)) => self.target(Some(*i), None)?,
+                Some(T::Value(v)) => self.target(None, Some(v))?,
+                None => self.target(None, None)?,
+            };
+            let r = self.engine.release(&key, target).await?;
+            Ok(pb::ReleaseResponse {
+                index: r.index,
+                was_holder: r.was_holder,
+            })
         })
+        .await
     }
 
     /// Lock.Get.
     pub async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ServiceError> {
-        let key = self.key("key", &req.key)?;
-        let view = self.engine.get(&key).await?;
-        let now = convert::wall_now();
-        Ok(pb::GetResponse {
-            key,
-            holder: view.holder.as_ref().map(|h| convert::holder(h, now)),
-            queue: view.queue.iter().map(convert::queued_entry).collect(),
+        self.counted(Rpc::Get, async {
+            let key = self.key("key", &req.key)?;
+            let view = self.engine.get(&key).await?;
+            let now = convert::wall_now();
+            Ok(pb::GetResponse {
+                key,
+                holder: view.holder.as_ref().map(|h| convert::holder(h, now)),
+                queue: view.queue.iter().map(convert::queued_entry).collect(),
+            })
         })
+        .await
     }
 
     /// Lock.List.
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
-        let (size, after) = self.page(req.page_size, &req.page_token);
-        let mut keys = self
-            .engine
-            .list(&req.prefix, after.as_deref(), size + 1)
-            .await?;
-        let next_page_token = next_token(&mut keys, size, |k| &k.key);
-        let now = convert::wall_now();
-        Ok(pb::ListResponse {
-            keys: keys
-                .iter()
-                .map(|k| pb::KeySummary {
-                    key: k.key.clone(),
-                    holder: k.holder.as_ref().map(|h| convert::holder(h, now)),
-                    queue_length: k.queue_length,
-                })
-                .collect(),
-            next_page_token,
+        self.counted(Rpc::List, async {
+            let (size, after) = self.page(req.page_size, &req.page_token);
+            let mut keys = self
+                .engine
+                .list(&req.prefix, after.as_deref(), size + 1)
+                .await?;
+            let next_page_token = next_token(&mut keys, size, |k| &k.key);
+            let now = convert::wall_now();
+            Ok(pb::ListResponse {
+                keys: keys
+                    .iter()
+                    .map(|k| pb::KeySummary {
+                        key: k.key.clone(),
+                        holder: k.holder.as_ref().map(|h| convert::holder(h, now)),
+                        queue_length: k.queue_length,
+                    })
+                    .collect(),
+                next_page_token,
+            })
         })
+        .await
     }
 
     /// Lock.Watch.
@@ -107,13 +123,16 @@ impl Service {
         &self,
         req: pb::WatchRequest,
     ) -> Result<ServiceStream<pb::LockEvent>, ServiceError> {
-        if !req.prefix {
-            self.key("key", &req.key)?;
-        }
-        let permit = self.stream_permit()?;
-        let events = self.engine.watch(&req.key, req.prefix).await?;
-        let events = events.map(|e| Ok(convert::event(&e?, convert::wall_now())));
-        Ok(self.guard(events, permit))
+        self.counted(Rpc::Watch, async {
+            if !req.prefix {
+                self.key("key", &req.key)?;
+            }
+            let permit = self.stream_permit()?;
+            let events = self.engine.watch(&req.key, req.prefix).await?;
+            let events = events.map(|e| Ok(convert::event(&e?, convert::wall_now())));
+            Ok(self.guard(events, permit))
+        })
+        .await
     }
 }
 

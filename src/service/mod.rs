@@ -6,6 +6,7 @@ pub mod convert;
 pub mod election;
 pub mod error;
 pub mod lock;
+pub mod metrics;
 
 use std::{pin::Pin, sync::Arc};
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{AcquireSpec, Engine, Target, WaitUpdate};
 use crate::proto::v1 as pb;
 pub use error::ServiceError;
+use metrics::{Metrics, Rpc};
 
 /// A server stream of API messages.
 pub type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, ServiceError>> + Send>>;
@@ -57,6 +59,7 @@ pub struct Service {
     streams: Arc<Semaphore>,
     shutdown: CancellationToken,
     started_at: std::time::Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -68,6 +71,7 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            metrics: Arc::new(Metrics::new(engine.backend())),
             engine,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
@@ -96,6 +100,26 @@ impl Service {
         self.limits.max_streams - self.streams.available_permits()
     }
 
+    /// The metrics as OpenMetrics text (see [`metrics`]), with the engine's
+    /// counts as of now.
+    pub async fn metrics_text(&self) -> Result<String, ServiceError> {
+        let stats = self.stats().await?;
+        Ok(self
+            .metrics
+            .render(&stats, self.open_streams(), self.uptime()))
+    }
+
+    /// Runs one RPC's work and counts how it ended.
+    async fn counted<T>(
+        &self,
+        rpc: Rpc,
+        work: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
+        let result = work.await;
+        self.metrics.call(rpc, &result);
+        result
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> ServiceLimits {
         self.limits
@@ -104,10 +128,20 @@ impl Service {
     /// Starts a wait (a lock's or a campaign's) and streams its steps in API
     /// terms; `Wait` and `Campaign` only name the steps differently.
     async fn start_wait(&self, spec: AcquireSpec) -> Result<ServiceStream<WaitStep>, ServiceError> {
-        let permit = self.stream_permit()?;
-        let updates = self.engine.wait(spec).await?;
-        let steps = updates.map(|u| {
-            Ok(match u? {
+        let mut wait = self.metrics.wait_started();
+        let started = async {
+            let permit = self.stream_permit()?;
+            Ok((permit, self.engine.wait(spec).await?))
+        };
+        let (permit, updates) = started.await.inspect_err(|e| wait.failed(e))?;
+        let steps = updates.map(move |u| {
+            let u = u
+                .map_err(ServiceError::from)
+                .inspect_err(|e| wait.failed(e))?;
+            if matches!(u, WaitUpdate::Acquired(_)) {
+                wait.acquired();
+            }
+            Ok(match u {
                 WaitUpdate::Queued {
                     index,
                     position,

@@ -1,0 +1,327 @@
+//! What an operator scrapes at `GET /metrics`: how many calls of each kind
+//! succeeded or failed, how waits ended and how long they took to be
+//! granted, and the engine's counts at the moment of the scrape.
+//!
+//! Counting happens here, in the service layer, because every surface (gRPC,
+//! the JSON gateway, `/mod/v2`, the dashboard) calls it: one request is
+//! counted once, whichever way it came in. The format is OpenMetrics text,
+//! which Prometheus and its kin read, through the `prometheus-client` crate
+//! (the Prometheus project's own Rust client).
+
+use std::{
+    sync::{Arc, atomic::AtomicI64},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::Registry,
+};
+use tonic::Code;
+
+use super::ServiceError;
+use crate::engine::EngineStats;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of one call counter: which RPC, and the gRPC code it ended with
+/// (`Ok` for success; a stream counts as `Ok` once it has started).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: &'static str,
+    method: &'static str,
+    code: String,
+}
+
+/// Labels of one wait counter: how the wait ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WaitLabels {
+    outcome: String,
+}
+
+/// Which RPC a call was, for the `service` and `method` labels.
+#[derive(Clone, Copy, Debug)]
+pub enum Rpc {
+    /// `baton.v1.Lock/Wait`.
+    Wait,
+    /// `baton.v1.Lock/Renew`.
+    Renew,
+    /// `baton.v1.Lock/Release`.
+    Release,
+    /// `baton.v1.Lock/Get`.
+    Get,
+    /// `baton.v1.Lock/List`.
+    List,
+    /// `baton.v1.Lock/Watch`.
+    Watch,
+    /// `baton.v1.Election/Campaign`.
+    Campaign,
+    /// `baton.v1.Election/Leader`.
+    Leader,
+    /// `baton.v1.Election/Observe`.
+    Observe,
+    /// `baton.v1.Election/Resign`.
+    Resign,
+    /// `baton.v1.Election/List`.
+    ListElections,
+}
+
+impl Rpc {
+    fn labels(self) -> (&'static str, &'static str) {
+        const LOCK: &str = "baton.v1.Lock";
+        const ELECTION: &str = "baton.v1.Election";
+        match self {
+            Self::Wait => (LOCK, "Wait"),
+            Self::Renew => (LOCK, "Renew"),
+            Self::Release => (LOCK, "Release"),
+            Self::Get => (LOCK, "Get"),
+            Self::List => (LOCK, "List"),
+            Self::Watch => (LOCK, "Watch"),
+            Self::Campaign => (ELECTION, "Campaign"),
+            Self::Leader => (ELECTION, "Leader"),
+            Self::Observe => (ELECTION, "Observe"),
+            Self::Resign => (ELECTION, "Resign"),
+            Self::ListElections => (ELECTION, "List"),
+        }
+    }
+}
+
+/// The service's metrics (see the module docs).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    waits: Family<WaitLabels, Counter>,
+    wait_seconds: Histogram,
+    keys: Gauge<i64, AtomicI64>,
+    entries: Gauge<i64, AtomicI64>,
+    waiters: Gauge<i64, AtomicI64>,
+    open_streams: Gauge<i64, AtomicI64>,
+    uptime_seconds: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    /// Fresh metrics for a server on `backend`.
+    pub fn new(backend: &'static str) -> Self {
+        let mut registry = Registry::with_prefix("baton");
+        let calls = Family::<CallLabels, Counter>::default();
+        let waits = Family::<WaitLabels, Counter>::default();
+        // 1 ms to about 4.4 minutes, a factor of 4 apart.
+        let wait_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 10));
+        let (keys, entries, waiters, open_streams, uptime_seconds) = Default::default();
+        registry.register(
+            "build",
+            "The running baton: its version and backend",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("backend", backend),
+            ]),
+        );
+        registry.register(
+            "calls",
+            "Calls of each RPC, from every surface (gRPC, JSON gateway, /mod/v2), by the gRPC code they ended with; a stream counts as Ok once started",
+            calls.clone(),
+        );
+        registry.register(
+            "waits",
+            "Lock waits and campaigns by how they ended: acquired, withdrawn (the client went away first), or the gRPC code of their failure",
+            waits.clone(),
+        );
+        registry.register(
+            "wait_seconds",
+            "Time from a lock wait or campaign arriving to its grant",
+            wait_seconds.clone(),
+        );
+        registry.register("keys", "Keys with at least one entry", Gauge::clone(&keys));
+        registry.register(
+            "entries",
+            "Entries (holders and queued) over all keys",
+            Gauge::clone(&entries),
+        );
+        registry.register(
+            "waiters",
+            "Requests waiting on queued entries (on the etcd backend: this gateway's)",
+            Gauge::clone(&waiters),
+        );
+        registry.register(
+            "open_streams",
+            "Open server streams (waits, campaigns, watches, observes)",
+            Gauge::clone(&open_streams),
+        );
+        registry.register(
+            "uptime_seconds",
+            "Seconds since the server started",
+            Gauge::clone(&uptime_seconds),
+        );
+        Self {
+            registry,
+            calls,
+            waits,
+            wait_seconds,
+            keys,
+            entries,
+            waiters,
+            open_streams,
+            uptime_seconds,
+        }
+    }
+
+    /// Counts one call of `rpc` that ended with `result`.
+    pub fn call<T>(&self, rpc: Rpc, result: &Result<T, ServiceError>) {
+        let (service, method) = rpc.labels();
+        let code = match result {
+            Ok(_) => Code::Ok,
+            Err(e) => e.code(),
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                service,
+                method,
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// Starts timing a wait that arrived now; tell the tracker how it ends.
+    pub fn wait_started(self: &Arc<Self>) -> WaitTracker {
+        WaitTracker {
+            metrics: self.clone(),
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn wait_ended(&self, outcome: String, waited: Option<Duration>) {
+        self.waits.get_or_create(&WaitLabels { outcome }).inc();
+        if let Some(d) = waited {
+            self.wait_seconds.observe(d.as_secs_f64());
+        }
+    }
+
+    /// The metrics as OpenMetrics text, with the gauges set from `stats`.
+    pub fn render(&self, stats: &EngineStats, open_streams: usize, uptime: Duration) -> String {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.keys.set(gauge(stats.keys));
+        self.entries.set(gauge(stats.entries));
+        self.waiters.set(gauge(stats.waiters));
+        self.open_streams.set(gauge(open_streams as u64));
+        self.uptime_seconds.set(gauge(uptime.as_secs()));
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail; say so if it ever does.
+            out = format!("# baton: encoding the metrics failed: {e}\n# EOF\n");
+        }
+        out
+    }
+}
+
+/// Follows one wait to its end; a wait dropped before it ended (the client
+/// hung up, or its stream was cancelled) counts as `withdrawn`.
+#[derive(Debug)]
+pub struct WaitTracker {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    done: bool,
+}
+
+impl WaitTracker {
+    /// The wait was granted.
+    pub fn acquired(&mut self) {
+        self.end("acquired".into(), Some(self.started.elapsed()));
+    }
+
+    /// The wait failed with `e` before it was granted.
+    pub fn failed(&mut self, e: &ServiceError) {
+        self.end(format!("{:?}", e.code()), None);
+    }
+
+    fn end(&mut self, outcome: String, waited: Option<Duration>) {
+        if !self.done {
+            self.done = true;
+            self.metrics.wait_ended(outcome, waited);
+        }
+    }
+}
+
+impl Drop for WaitTracker {
+    fn drop(&mut self) {
+        self.end("withdrawn".into(), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> EngineStats {
+        EngineStats {
+            keys: 2,
+            entries: 3,
+            waiters: 1,
+        }
+    }
+
+    #[test]
+    fn calls_waits_and_gauges_are_rendered() {
+        let m = Arc::new(Metrics::new("embedded"));
+        m.call(Rpc::Renew, &Ok::<(), ServiceError>(()));
+        m.call(Rpc::Renew, &Ok::<(), ServiceError>(()));
+        m.call::<()>(Rpc::Release, &Err(ServiceError::NotFound("no".into())));
+        m.wait_started().acquired();
+        m.wait_started()
+            .failed(&ServiceError::TimedOut("late".into()));
+        drop(m.wait_started());
+        let text = m.render(&stats(), 4, Duration::from_secs(7));
+        for line in [
+            r#"baton_calls_total{service="baton.v1.Lock",method="Renew",code="Ok"} 2"#,
+            r#"baton_calls_total{service="baton.v1.Lock",method="Release",code="NotFound"} 1"#,
+            r#"baton_waits_total{outcome="acquired"} 1"#,
+            r#"baton_waits_total{outcome="DeadlineExceeded"} 1"#,
+            r#"baton_waits_total{outcome="withdrawn"} 1"#,
+            "baton_wait_seconds_count 1",
+            "baton_keys 2",
+            "baton_entries 3",
+            "baton_waiters 1",
+            "baton_open_streams 4",
+            "baton_uptime_seconds 7",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+        assert!(text.contains(r#"baton_build_info{version=""#), "{text}");
+    }
+
+    #[test]
+    fn a_wait_counts_once_however_it_ends() {
+        let m = Arc::new(Metrics::new("embedded"));
+        let mut t = m.wait_started();
+        t.acquired();
+        t.failed(&ServiceError::Unavailable("later".into()));
+        drop(t);
+        let text = m.render(&stats(), 0, Duration::ZERO);
+        assert!(
+            text.contains(r#"baton_waits_total{outcome="acquired"} 1"#),
+            "{text}"
+        );
+        let waits: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("baton_waits_total"))
+            .collect();
+        assert_eq!(
+            waits,
+            [r#"baton_waits_total{outcome="acquired"} 1"#],
+            "{text}"
+        );
+    }
+}
