@@ -13,23 +13,20 @@ impl Service {
         &self,
         req: pb::CampaignRequest,
     ) -> Result<ServiceStream<pb::CampaignEvent>, ServiceError> {
-        self.counted(Rpc::Campaign, async {
-            let spec = AcquireSpec {
+        let spec = || {
+            Ok(AcquireSpec {
                 key: self.key("election", &req.election)?,
                 value: Some(self.name(&req.name)?),
                 ttl_ms: self.ttl(req.ttl_ms)?,
                 timeout_ms: req.timeout_ms,
-            };
-            let steps = self.start_wait(spec).await?;
-            let events: ServiceStream<pb::CampaignEvent> = Box::pin(steps.map(|step| {
-                let event = match step? {
-                    WaitStep::Queued(q) => Event::Queued(q),
-                    WaitStep::Acquired(a) => Event::Elected(a),
-                    WaitStep::Ended(e) => Event::Ended(e),
-                };
-                Ok(pb::CampaignEvent { event: Some(event) })
-            }));
-            Ok(events)
+            })
+        };
+        self.wait_as(Rpc::Campaign, spec, |step| pb::CampaignEvent {
+            event: Some(match step {
+                WaitStep::Queued(q) => Event::Queued(q),
+                WaitStep::Acquired(a) => Event::Elected(a),
+                WaitStep::Ended(e) => Event::Ended(e),
+            }),
         })
         .await
     }

@@ -12,23 +12,20 @@ impl Service {
         &self,
         req: pb::WaitRequest,
     ) -> Result<ServiceStream<pb::WaitEvent>, ServiceError> {
-        self.counted(Rpc::Wait, async {
-            let spec = AcquireSpec {
+        let spec = || {
+            Ok(AcquireSpec {
                 key: self.key("key", &req.key)?,
                 value: self.value("value", &req.value)?,
                 ttl_ms: self.ttl(req.ttl_ms)?,
                 timeout_ms: req.timeout_ms,
-            };
-            let steps = self.start_wait(spec).await?;
-            let events: ServiceStream<pb::WaitEvent> = Box::pin(steps.map(|step| {
-                let event = match step? {
-                    WaitStep::Queued(q) => Event::Queued(q),
-                    WaitStep::Acquired(a) => Event::Acquired(a),
-                    WaitStep::Ended(e) => Event::Ended(e),
-                };
-                Ok(pb::WaitEvent { event: Some(event) })
-            }));
-            Ok(events)
+            })
+        };
+        self.wait_as(Rpc::Wait, spec, |step| pb::WaitEvent {
+            event: Some(match step {
+                WaitStep::Queued(q) => Event::Queued(q),
+                WaitStep::Acquired(a) => Event::Acquired(a),
+                WaitStep::Ended(e) => Event::Ended(e),
+            }),
         })
         .await
     }

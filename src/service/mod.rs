@@ -125,8 +125,24 @@ impl Service {
         self.limits
     }
 
+    /// `Wait` and `Campaign`, which differ only in how they name the steps:
+    /// builds the request with `spec`, starts the wait, counts the call.
+    async fn wait_as<E: Send + 'static>(
+        &self,
+        rpc: Rpc,
+        spec: impl FnOnce() -> Result<AcquireSpec, ServiceError>,
+        name: fn(WaitStep) -> E,
+    ) -> Result<ServiceStream<E>, ServiceError> {
+        self.counted(rpc, async {
+            let steps = self.start_wait(spec()?).await?;
+            let events: ServiceStream<E> = Box::pin(steps.map(move |step| step.map(name)));
+            Ok(events)
+        })
+        .await
+    }
+
     /// Starts a wait (a lock's or a campaign's) and streams its steps in API
-    /// terms; `Wait` and `Campaign` only name the steps differently.
+    /// terms.
     async fn start_wait(&self, spec: AcquireSpec) -> Result<ServiceStream<WaitStep>, ServiceError> {
         let mut wait = self.metrics.wait_started();
         let started = async {
