@@ -57,6 +57,13 @@ pub struct ServeArgs {
     /// Where state is kept.
     #[arg(long, env = "BATON_BACKEND", value_enum, default_value_t = Backend::Embedded)]
     pub backend: Backend,
+    /// PEM certificate chain: serve gRPC and HTTP over TLS on --listen
+    /// (with --tls-key-file).
+    #[arg(long, env = "BATON_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "BATON_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
     /// Allowed CORS origins, comma-separated, `*` for any; none by default.
     #[arg(long, env = "BATON_CORS", value_delimiter = ',')]
     pub cors: Vec<String>,

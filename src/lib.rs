@@ -1,7 +1,7 @@
 //! baton: a fair lock and leader-election service.
 //!
 //! Layers, top to bottom (nothing calls upward): the transport
-//! ([`server`]) serves the surfaces [`grpc`] and [`http`] on one port; they
+//! ([`server`], with [`tls`] when asked) serves the surfaces [`grpc`] and [`http`] on one port; they
 //! call the [`service`] layer, which validates requests and maps them onto
 //! the [`engine`], whose embedded backend is made durable by [`store`].
 //! Clients sit on top: [`client`] is the Rust client library, [`cli`] the
@@ -18,3 +18,4 @@ pub mod proto;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;

@@ -1,9 +1,12 @@
-//! The transport: one listener for gRPC (h2c) and HTTP/1.1 alike, clean
-//! shutdown on SIGINT/SIGTERM.
+//! The transport: one listener for gRPC (h2c, or h2 over [`tls`]) and
+//! HTTP/1.1 alike, clean shutdown on SIGINT/SIGTERM.
 
 use std::{sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
+use axum::{
+    Router,
+    serve::{Listener, ListenerExt},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +17,7 @@ use crate::{
     grpc, http,
     service::Service,
     store::redb_journal::RedbJournal,
+    tls::{self, TlsListener},
 };
 
 /// How long open connections get to finish after shutdown begins.
@@ -33,6 +37,9 @@ pub enum ServerError {
     /// The gRPC services could not be set up.
     #[error(transparent)]
     Grpc(#[from] grpc::GrpcSetupError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// `--cors` was malformed.
     #[error(transparent)]
     Cors(#[from] http::cors::CorsError),
@@ -84,6 +91,11 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         .into_axum_router()
         .fallback_service(http);
 
+    // Checked before binding, so a bad file stops the server at start.
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -91,32 +103,26 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, backend = ?args.backend, "baton listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local, backend = ?args.backend, %scheme, "baton listening");
     // A line for scripts and tests that start baton on port 0.
-    println!("baton listening on http://{local}");
+    println!("baton listening on {scheme}://{local}");
 
-    let stop = shutdown.clone();
-    // Without TCP_NODELAY a streamed gRPC reply can wait out the peer's
-    // delayed ACK (40 ms per round trip, measured with baton-bench).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    let served = match tls {
+        Some(config) => {
+            let listener = TlsListener::new(listener, config)?;
+            run(listener, app, &shutdown).await
         }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop.cancelled().await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => return r.map_err(ServerError::from),
-        () = shutdown.cancelled() => {}
-    }
-    tracing::info!("shutting down");
-    let served = match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(r) => r.map_err(ServerError::from),
-        Err(_) => {
-            tracing::warn!("connections still open after the grace period; closing them");
-            Ok(())
+        None => {
+            // Without TCP_NODELAY a streamed gRPC reply can wait out the
+            // peer's delayed ACK (40 ms per round trip, measured with
+            // baton-bench).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            run(listener, app, &shutdown).await
         }
     };
     // Open streams have ended by now; let the backend give up what only
@@ -128,6 +134,32 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         tracing::warn!("the backend did not finish shutting down in time");
     }
     served
+}
+
+/// Serves `app` on `listener` until `shutdown`, then gives open connections
+/// [`SHUTDOWN_GRACE`] to finish.
+async fn run<L>(listener: L, app: Router, shutdown: &CancellationToken) -> Result<(), ServerError>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.cancelled().await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => return r.map_err(ServerError::from),
+        () = shutdown.cancelled() => {}
+    }
+    tracing::info!("shutting down");
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(r) => r.map_err(ServerError::from),
+        Err(_) => {
+            tracing::warn!("connections still open after the grace period; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

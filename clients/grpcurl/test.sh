@@ -330,5 +330,48 @@ check "Observe: nobody, n1, nobody" "$TMP/observe" \
 # --- the server survived all of it ----------------------------------------------
 if kill -0 "$SERVER_PID" 2>/dev/null; then pass "server still running"; else fail "server still running" "$TMP/server.err"; fi
 
+# --- TLS: a second baton with a throw-away CA's certificate ----------------------
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "openssl is needed for the TLS checks (bash scripts/install-test-deps.sh installs it)" >&2
+  exit 1
+fi
+(
+  cd "$TMP"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=grpcurl test CA"
+  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=server"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+) >"$TMP/openssl.log" 2>&1 || { fail "made the TLS certificates" "$TMP/openssl.log"; exit 1; }
+"$BATON" --memory --listen 127.0.0.1:0 --tls-cert-file "$TMP/server.pem" --tls-key-file "$TMP/server.key" \
+  >"$TMP/tls.out" 2>"$TMP/tls.err" &
+TLS_PID=$!
+BG_PIDS+=("$TLS_PID")
+TLS_PORT=""
+for _ in $(seq 1 300); do
+  TLS_PORT="$(sed -n 's#^baton listening on https://127\.0\.0\.1:\([0-9][0-9]*\)$#\1#p' "$TMP/tls.out" | head -n1)"
+  [ -n "$TLS_PORT" ] && break
+  sleep 0.1
+done
+if [ -z "$TLS_PORT" ]; then
+  fail "baton with --tls-cert-file prints an https:// listening line" "$TMP/tls.err"
+else
+  TLS_ADDR="127.0.0.1:$TLS_PORT"
+  grpcurl -cacert "$TMP/ca.pem" -connect-timeout 10 -max-time 20 "$TLS_ADDR" list >"$TMP/tls-list" 2>&1
+  if grep -qx baton.v1.Lock "$TMP/tls-list"; then pass "over TLS, reflection lists baton.v1.Lock"; else fail "over TLS, reflection lists baton.v1.Lock" "$TMP/tls-list"; fi
+  grpcurl -cacert "$TMP/ca.pem" -connect-timeout 10 -max-time 20 -d '{"key":"grpcurl/tls","timeout_ms":0}' \
+    "$TLS_ADDR" baton.v1.Lock/Wait >"$TMP/tls-wait" 2>&1
+  check "over TLS, Wait acquires a free lock" "$TMP/tls-wait" "m[0]['acquired']['index'] == '1'"
+  if grpcurl -plaintext -connect-timeout 5 -max-time 10 "$TLS_ADDR" list >"$TMP/tls-plain" 2>&1; then
+    fail "plaintext gRPC to the TLS port is refused" "$TMP/tls-plain"
+  else
+    pass "plaintext gRPC to the TLS port is refused"
+  fi
+  if grpcurl -connect-timeout 5 -max-time 10 "$TLS_ADDR" list >"$TMP/tls-noca" 2>&1; then
+    fail "without the CA grpcurl refuses the certificate" "$TMP/tls-noca"
+  else
+    pass "without the CA grpcurl refuses the certificate"
+  fi
+fi
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

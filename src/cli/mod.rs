@@ -58,12 +58,24 @@ pub struct ClientArgs {
     /// baton's gRPC endpoint; several, comma-separated, are tried in turn.
     #[arg(long, env = "BATON_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
+    /// PEM CA certificate to trust for https:// endpoints instead of the
+    /// system's roots.
+    #[arg(long, env = "BATON_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
     /// A client for the endpoints (connections are made on first use).
     fn client(&self) -> Result<Client, ClientError> {
-        Client::builder().endpoints([&self.endpoint]).build()
+        let mut builder = Client::builder().endpoints([&self.endpoint]);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| ClientError::CaFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.ca_certificate(pem);
+        }
+        builder.build()
     }
 }
 

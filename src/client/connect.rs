@@ -14,7 +14,7 @@ use std::{
 
 use tonic::{
     Code, Status,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use super::error::ClientError;
@@ -103,6 +103,7 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientBuilder {
@@ -111,6 +112,7 @@ impl Default for ClientBuilder {
             endpoints: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            ca_pem: None,
         }
     }
 }
@@ -149,6 +151,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the CA certificate(s) in `pem` for `https://` endpoints instead
+    /// of the system's roots (for a baton started with `--tls-cert-file`
+    /// signed by a private CA).
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
     /// Builds the client without connecting: connections are made on first
     /// use, so this only fails on malformed endpoints.
     ///
@@ -174,17 +184,25 @@ impl ClientBuilder {
             } else {
                 format!("http://{given}")
             };
-            if !uri.starts_with("http://") {
+            let tls = uri.starts_with("https://");
+            if !tls && !uri.starts_with("http://") {
                 return Err(ClientError::InvalidEndpoint {
                     endpoint: given,
-                    reason: "only http:// endpoints are supported".into(),
+                    reason: "only http:// and https:// endpoints are supported".into(),
                 });
             }
-            let endpoint =
-                Endpoint::from_shared(uri.clone()).map_err(|e| ClientError::InvalidEndpoint {
-                    endpoint: given.clone(),
-                    reason: e.to_string(),
-                })?;
+            let invalid = |e: &dyn std::fmt::Display| ClientError::InvalidEndpoint {
+                endpoint: given.clone(),
+                reason: e.to_string(),
+            };
+            let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| invalid(&e))?;
+            if tls {
+                let config = match &self.ca_pem {
+                    Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                    None => ClientTlsConfig::new().with_native_roots(),
+                };
+                endpoint = endpoint.tls_config(config).map_err(|e| invalid(&e))?;
+            }
             let endpoint = endpoint
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true)

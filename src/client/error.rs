@@ -40,6 +40,14 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The CA certificate file for https:// endpoints could not be read.
+    #[error("cannot read the CA certificate {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why not.
+        reason: String,
+    },
     /// A duration does not fit the API (negative, NaN or too large).
     #[error("invalid {what}: {reason}")]
     InvalidDuration {
