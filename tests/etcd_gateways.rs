@@ -378,10 +378,12 @@ async fn a_gateway_stopped_with_sigterm_withdraws_its_queued_entries_at_once() {
     assert!(status.expect("gateway A did not exit").success());
     let start = Instant::now();
     while !view(&mut cb, "k").await.queue.is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "a stopped gateway's queued entry outlived its shutdown"
-        );
+        if start.elapsed() > Duration::from_secs(20) {
+            panic!(
+                "a stopped gateway's queued entry outlived its shutdown; in etcd:\n{}",
+                etcd_dump(&etcd, "/term/").await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The lock hands on through B as if A's waiter had never been there.
@@ -391,4 +393,37 @@ async fn a_gateway_stopped_with_sigterm_withdraws_its_queued_entries_at_once() {
         wait_event::Event::Acquired(_) => {}
         other => panic!("expected the free lock, got {other:?}"),
     }
+}
+
+/// Every key under `prefix` with its lease and that lease's remaining ttl,
+/// for a failure message that says what was left behind and why.
+async fn etcd_dump(etcd: &Etcd, prefix: &str) -> String {
+    let mut client = match etcd_client::Client::connect([etcd.url.as_str()], None).await {
+        Ok(c) => c,
+        Err(e) => return format!("cannot connect to etcd: {e}"),
+    };
+    let resp = match client
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return format!("cannot read etcd: {e}"),
+    };
+    let mut out = String::new();
+    for kv in resp.kvs() {
+        let ttl = match kv.lease() {
+            0 => "no lease".to_owned(),
+            id => match client.lease_time_to_live(id, None).await {
+                Ok(t) => format!("lease {id:x} ttl {} s", t.ttl()),
+                Err(e) => format!("lease {id:x}: {e}"),
+            },
+        };
+        out.push_str(&format!(
+            "{} = {} (create rev {}, {ttl})\n",
+            String::from_utf8_lossy(kv.key()),
+            String::from_utf8_lossy(kv.value()),
+            kv.create_revision()
+        ));
+    }
+    out
 }
