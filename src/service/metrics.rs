@@ -38,13 +38,13 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 struct CallLabels {
     service: &'static str,
     method: &'static str,
-    code: String,
+    code: &'static str,
 }
 
 /// Labels of one wait counter: how the wait ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WaitLabels {
-    outcome: String,
+    outcome: &'static str,
 }
 
 /// Which RPC a call was, for the `service` and `method` labels.
@@ -185,7 +185,7 @@ impl Metrics {
             .get_or_create(&CallLabels {
                 service,
                 method,
-                code: format!("{code:?}"),
+                code: code_name(code),
             })
             .inc();
     }
@@ -199,7 +199,7 @@ impl Metrics {
         }
     }
 
-    fn wait_ended(&self, outcome: String, waited: Option<Duration>) {
+    fn wait_ended(&self, outcome: &'static str, waited: Option<Duration>) {
         self.waits.get_or_create(&WaitLabels { outcome }).inc();
         if let Some(d) = waited {
             self.wait_seconds.observe(d.as_secs_f64());
@@ -223,6 +223,30 @@ impl Metrics {
     }
 }
 
+/// A gRPC code's name as a label value, without allocating on every call
+/// (the names of `tonic::Code`'s variants).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// Follows one wait to its end; a wait dropped before it ended (the client
 /// hung up, or its stream was cancelled) counts as `withdrawn`.
 #[derive(Debug)]
@@ -235,15 +259,15 @@ pub struct WaitTracker {
 impl WaitTracker {
     /// The wait was granted.
     pub fn acquired(&mut self) {
-        self.end("acquired".into(), Some(self.started.elapsed()));
+        self.end("acquired", Some(self.started.elapsed()));
     }
 
     /// The wait failed with `e` before it was granted.
     pub fn failed(&mut self, e: &ServiceError) {
-        self.end(format!("{:?}", e.code()), None);
+        self.end(code_name(e.code()), None);
     }
 
-    fn end(&mut self, outcome: String, waited: Option<Duration>) {
+    fn end(&mut self, outcome: &'static str, waited: Option<Duration>) {
         if !self.done {
             self.done = true;
             self.metrics.wait_ended(outcome, waited);
@@ -253,7 +277,7 @@ impl WaitTracker {
 
 impl Drop for WaitTracker {
     fn drop(&mut self) {
-        self.end("withdrawn".into(), None);
+        self.end("withdrawn", None);
     }
 }
 
@@ -300,6 +324,14 @@ mod tests {
             );
         }
         assert!(text.contains(r#"baton_build_info{version=""#), "{text}");
+    }
+
+    #[test]
+    fn code_labels_are_the_names_of_the_codes() {
+        for n in 0..=16 {
+            let code = Code::from_i32(n);
+            assert_eq!(code_name(code), format!("{code:?}"));
+        }
     }
 
     #[test]
