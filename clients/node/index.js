@@ -403,11 +403,21 @@ class Observation {
  * A connection to a baton server.
  *
  * new Client(target = '127.0.0.1:4001', { credentials, rpcTimeout = 10, protoDir })
+ *
+ * Plaintext unless `credentials` are given; for a baton started with
+ * --tls-cert-file pass grpc.credentials.createSsl(fs.readFileSync('ca.pem')).
+ * An `https://host:port` target means TLS with the system's roots when no
+ * credentials are given.
  */
 class Client {
   constructor(target = DEFAULT_TARGET, opts = {}) {
-    const { credentials = grpc.credentials.createInsecure(), rpcTimeout = 10, protoDir = DEFAULT_PROTO_DIR } = opts;
-    this.target = target.replace(/^http:\/\//, '');
+    const tls = target.startsWith('https://');
+    const {
+      credentials = tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure(),
+      rpcTimeout = 10,
+      protoDir = DEFAULT_PROTO_DIR,
+    } = opts;
+    this.target = target.replace(/^https?:\/\//, '');
     this.rpcTimeout = rpcTimeout;
     const pkg = loadPackage(protoDir);
     this._lock = new pkg.Lock(this.target, credentials);

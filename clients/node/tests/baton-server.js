@@ -8,7 +8,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const LISTENING = /^baton listening on http:\/\/(127\.0\.0\.1:\d+)$/;
+const LISTENING = /^baton listening on https?:\/\/(127\.0\.0\.1:\d+)$/;
 
 function binary() {
   const bin = process.env.BATON_BIN || path.join(REPO, 'target', 'debug', 'baton');
@@ -16,14 +16,14 @@ function binary() {
 }
 
 /** Resolves to { target, stop() } once baton printed its listening line. */
-function startBaton({ timeoutMs = 30000 } = {}) {
+function startBaton({ timeoutMs = 30000, args = [] } = {}) {
   const bin = binary();
   try {
     fs.accessSync(bin, fs.constants.X_OK);
   } catch {
     return Promise.reject(new Error(`baton binary not found at ${bin}: run 'cargo build --bins' or set BATON_BIN`));
   }
-  const proc = spawn(bin, ['--memory', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(bin, ['--memory', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stderr.on('data', (d) => {
     log += d;
@@ -62,4 +62,25 @@ function startBaton({ timeoutMs = 30000 } = {}) {
   });
 }
 
-module.exports = { startBaton };
+/**
+ * A throw-away CA (ca.pem) and a server certificate for 127.0.0.1
+ * (server.pem, server.key) in `dir`, made with the openssl command.
+ */
+function makeCerts(dir) {
+  const { execFileSync } = require('node:child_process');
+  const run = (...args) => {
+    try {
+      execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (e) {
+      if (e.code === 'ENOENT') throw new Error('the TLS test needs the openssl command (scripts/install-test-deps.sh)');
+      throw new Error(`openssl ${args.join(' ')}: ${e.stderr}`);
+    }
+  };
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=node test CA');
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=server');
+  fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext');
+  return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') };
+}
+
+module.exports = { startBaton, makeCerts };

@@ -314,8 +314,12 @@ class Campaign(_Hold):
 class Client:
     """A connection to a baton server.
 
-    `target` is host:port (plaintext) unless `credentials` are given. The raw
-    generated stubs are available as `client.lock_stub` and `client.election_stub`.
+    `target` is host:port, plaintext unless `credentials` are given (for a
+    baton started with --tls-cert-file, e.g.
+    `grpc.ssl_channel_credentials(root_certificates=open("ca.pem", "rb").read())`).
+    `https://host:port` means TLS with the system's roots when no
+    `credentials` are given. The raw generated stubs are available as
+    `client.lock_stub` and `client.election_stub`.
     """
 
     def __init__(
@@ -327,6 +331,10 @@ class Client:
     ):
         if target.startswith("http://"):
             target = target[len("http://") :]
+        elif target.startswith("https://"):
+            target = target[len("https://") :]
+            if credentials is None:
+                credentials = grpc.ssl_channel_credentials()
         self.target = target
         self.rpc_timeout = rpc_timeout
         if credentials is None:
