@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert-file.
     #[arg(long, env = "BATON_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): with TLS on, only clients presenting a
+    /// certificate signed by one of them may connect.
+    #[arg(long, env = "BATON_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Allowed CORS origins, comma-separated, `*` for any; none by default.
     #[arg(long, env = "BATON_CORS", value_delimiter = ',')]
     pub cors: Vec<String>,

@@ -93,7 +93,11 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
 
     // Checked before binding, so a bad file stops the server at start.
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::server_config(
+            cert,
+            key,
+            args.tls_client_ca_file.as_deref(),
+        )?),
         _ => None,
     };
     let listener = TcpListener::bind(args.listen)

@@ -156,6 +156,20 @@ fn unusable_certificate_files_stop_the_server_naming_the_file() {
             "cert {cert:?} key {key:?}: {out:?}"
         );
     }
+    // A client CA file with no certificate in it.
+    let out = Command::new(BATON)
+        .args(["--memory", "--listen", "127.0.0.1:0", "--tls-cert-file"])
+        .arg(&certs.server_cert)
+        .arg("--tls-key-file")
+        .arg(&certs.server_key)
+        .arg("--tls-client-ca-file")
+        .arg(&garbage)
+        .output()
+        .expect("run baton");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&path(&garbage)),
+        "{out:?}"
+    );
     // One of the pair alone is a usage error.
     let out = Command::new(BATON)
         .args(["--memory", "--listen", "127.0.0.1:0", "--tls-cert-file"])
@@ -167,4 +181,77 @@ fn unusable_certificate_files_stop_the_server_naming_the_file() {
         String::from_utf8_lossy(&out.stderr).contains("--tls-key-file"),
         "{out:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_only_clients_with_a_certificate_get_in() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = Certs::make(dir.path());
+    let s = Server::start(&[
+        "--memory",
+        "--tls-cert-file",
+        &path(&certs.server_cert),
+        "--tls-key-file",
+        &path(&certs.server_key),
+        "--tls-client-ca-file",
+        &path(&certs.ca),
+    ]);
+    let (ca, cert, key) = (
+        path(&certs.ca),
+        path(&certs.client_cert),
+        path(&certs.client_key),
+    );
+
+    let with_cert = curl(
+        &s.addr,
+        &[
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-X",
+            "POST",
+            "https://ADDR/mod/v2/lock/m?ttl=10",
+        ],
+    );
+    assert_eq!(
+        (with_cert.status, with_cert.body.as_str()),
+        (200, "1"),
+        "{with_cert:?}"
+    );
+    let without = curl(&s.addr, &["--cacert", &ca, "https://ADDR/mod/v2/lock/m"]);
+    assert_eq!(
+        without.status, 0,
+        "a client without a certificate got in: {without:?}"
+    );
+
+    let ca_pem = std::fs::read(&certs.ca).expect("read CA");
+    let client = Client::builder()
+        .endpoints([&s.url])
+        .ca_certificate(ca_pem.clone())
+        .identity(
+            std::fs::read(&certs.client_cert).expect("read cert"),
+            std::fs::read(&certs.client_key).expect("read key"),
+        )
+        .connect()
+        .await
+        .expect("connect with a client certificate");
+    let status = client.status("m").await.expect("status");
+    assert_eq!(status.holder.map(|h| h.index), Some(1));
+    let anonymous = Client::builder()
+        .endpoints([&s.url])
+        .ca_certificate(ca_pem)
+        .connect()
+        .await;
+    assert!(anonymous.is_err(), "connected without a client certificate");
+
+    let out = Command::new(BATON)
+        .args(["status", "m", "--endpoint", &s.url])
+        .args(["--ca-file", &ca, "--cert-file", &cert, "--key-file", &key])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run baton status");
+    assert!(out.status.success(), "{out:?}");
 }

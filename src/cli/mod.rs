@@ -62,6 +62,13 @@ pub struct ClientArgs {
     /// system's roots.
     #[arg(long, env = "BATON_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate for a baton that requires one
+    /// (--tls-client-ca-file), with --key-file.
+    #[arg(long, env = "BATON_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of --cert-file.
+    #[arg(long, env = "BATON_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
@@ -69,14 +76,21 @@ impl ClientArgs {
     fn client(&self) -> Result<Client, ClientError> {
         let mut builder = Client::builder().endpoints([&self.endpoint]);
         if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| ClientError::CaFile {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            builder = builder.ca_certificate(pem);
+            builder = builder.ca_certificate(read_pem(path)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            builder = builder.identity(read_pem(cert)?, read_pem(key)?);
         }
         builder.build()
     }
+}
+
+/// A PEM file given on the command line.
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|e| ClientError::PemFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Runs a client subcommand to completion.

@@ -14,7 +14,7 @@ use std::{
 
 use tonic::{
     Code, Status,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use super::error::ClientError;
@@ -104,6 +104,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for ClientBuilder {
@@ -113,6 +114,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             ca_pem: None,
+            identity: None,
         }
     }
 }
@@ -159,6 +161,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Presents this PEM certificate and key to `https://` endpoints, for a
+    /// baton started with `--tls-client-ca-file`.
+    pub fn identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Builds the client without connecting: connections are made on first
     /// use, so this only fails on malformed endpoints.
     ///
@@ -197,10 +206,13 @@ impl ClientBuilder {
             };
             let mut endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| invalid(&e))?;
             if tls {
-                let config = match &self.ca_pem {
+                let mut config = match &self.ca_pem {
                     Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
                     None => ClientTlsConfig::new().with_native_roots(),
                 };
+                if let Some((cert, key)) = &self.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
                 endpoint = endpoint.tls_config(config).map_err(|e| invalid(&e))?;
             }
             let endpoint = endpoint

@@ -40,9 +40,10 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The CA certificate file for https:// endpoints could not be read.
-    #[error("cannot read the CA certificate {path}: {reason}")]
-    CaFile {
+    /// A PEM file for https:// endpoints (CA, certificate, key) could not
+    /// be read.
+    #[error("cannot read {path}: {reason}")]
+    PemFile {
         /// The file.
         path: String,
         /// Why not.
