@@ -16,7 +16,9 @@ use std::{
 use baton::proto::v1::{
     self as pb, campaign_event, lock_client::LockClient, release_request, renew_request, wait_event,
 };
-use common::{Server, etcd::Etcd, eventually, next_event, wait_req};
+use common::{
+    Server, acquire, etcd::Etcd, eventually, next_event, next_leader, release, view, wait_req,
+};
 use tokio::sync::Mutex;
 use tonic::{Code, Streaming, transport::Channel};
 
@@ -105,40 +107,8 @@ contract_tests!(
     unknown_entries_are_not_found_and_touch_nothing,
 );
 
-/// Takes the lock at once; returns the stream and the index.
-async fn acquire(
-    c: &mut LockClient<Channel>,
-    key: &str,
-    value: &str,
-    ttl_ms: u64,
-) -> (Streaming<pb::WaitEvent>, u64) {
-    let mut s = c
-        .wait(wait_req(key, value, ttl_ms, None))
-        .await
-        .unwrap()
-        .into_inner();
-    match next_event(&mut s).await.unwrap() {
-        wait_event::Event::Acquired(a) => (s, a.index),
-        other => panic!("expected acquired, got {other:?}"),
-    }
-}
-
 async fn queue_len(c: &mut LockClient<Channel>, key: &str) -> usize {
-    c.get(pb::GetRequest { key: key.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .queue
-        .len()
-}
-
-async fn release(c: &mut LockClient<Channel>, key: &str, index: u64) {
-    c.release(pb::ReleaseRequest {
-        key: key.into(),
-        target: Some(release_request::Target::Index(index)),
-    })
-    .await
-    .unwrap();
+    view(c, key).await.queue.len()
 }
 
 async fn fifty_waiters_are_granted_in_fifo_order_one_at_a_time(backend: Backend) {
@@ -413,16 +383,6 @@ async fn same_value_joins_and_holder_reacquire_renews(backend: Backend) {
     // The holder's value again: answered at once with the same index.
     let (_again, again) = acquire(&mut c, "j", "x", 5000).await;
     assert_eq!(again, index);
-}
-
-async fn next_leader(o: &mut Streaming<pb::LeaderResponse>) -> Option<String> {
-    tokio::time::timeout(Duration::from_secs(10), o.message())
-        .await
-        .expect("observe stalled")
-        .unwrap()
-        .unwrap()
-        .leader
-        .map(|l| l.name)
 }
 
 async fn election_campaign_observe_resign(backend: Backend) {

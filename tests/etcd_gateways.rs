@@ -7,50 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use baton::proto::v1::{self as pb, lock_client::LockClient, release_request, wait_event};
-use common::{Server, etcd::Etcd, next_event, wait_req};
-use tonic::{Code, Streaming, transport::Channel};
-
-async fn wait(c: &mut LockClient<Channel>, req: pb::WaitRequest) -> Streaming<pb::WaitEvent> {
-    c.wait(req).await.unwrap().into_inner()
-}
-
-async fn acquire(
-    c: &mut LockClient<Channel>,
-    key: &str,
-    value: &str,
-    ttl_ms: u64,
-) -> (Streaming<pb::WaitEvent>, u64) {
-    let mut s = wait(c, wait_req(key, value, ttl_ms, None)).await;
-    match next_event(&mut s).await.unwrap() {
-        wait_event::Event::Acquired(a) => (s, a.index),
-        other => panic!("expected acquired, got {other:?}"),
-    }
-}
-
-async fn queued(s: &mut Streaming<pb::WaitEvent>) -> pb::Queued {
-    match next_event(s).await.unwrap() {
-        wait_event::Event::Queued(q) => q,
-        other => panic!("expected queued, got {other:?}"),
-    }
-}
-
-async fn view(c: &mut LockClient<Channel>, key: &str) -> pb::GetResponse {
-    c.get(pb::GetRequest { key: key.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn release(c: &mut LockClient<Channel>, key: &str, index: u64) -> pb::ReleaseResponse {
-    c.release(pb::ReleaseRequest {
-        key: key.into(),
-        target: Some(release_request::Target::Index(index)),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
+use baton::proto::v1::{self as pb, release_request, wait_event};
+use common::{
+    Server, acquire, etcd::Etcd, next_event, next_leader, queued, release, view, wait, wait_req,
+};
+use tonic::{Code, Streaming};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_taken_through_one_gateway_is_seen_and_handed_on_through_another() {
@@ -279,16 +240,6 @@ async fn first_campaign_event(s: &mut Streaming<pb::CampaignEvent>) -> pb::campa
         .expect("campaign ended")
         .event
         .expect("event")
-}
-
-async fn next_leader(o: &mut Streaming<pb::LeaderResponse>) -> Option<String> {
-    tokio::time::timeout(Duration::from_secs(30), o.message())
-        .await
-        .expect("observe stalled")
-        .unwrap()
-        .expect("observe ended")
-        .leader
-        .map(|l| l.name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

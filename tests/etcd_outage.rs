@@ -6,33 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use baton::proto::v1::{self as pb, lock_client::LockClient, release_request, wait_event};
-use common::{Server, curl, etcd::Etcd, eventually, next_event, wait_req};
-use tonic::{Code, Streaming, transport::Channel};
-
-async fn wait(c: &mut LockClient<Channel>, req: pb::WaitRequest) -> Streaming<pb::WaitEvent> {
-    c.wait(req).await.unwrap().into_inner()
-}
-
-async fn acquire(
-    c: &mut LockClient<Channel>,
-    key: &str,
-    value: &str,
-    ttl_ms: u64,
-) -> (Streaming<pb::WaitEvent>, u64) {
-    let mut s = wait(c, wait_req(key, value, ttl_ms, None)).await;
-    match next_event(&mut s).await.unwrap() {
-        wait_event::Event::Acquired(a) => (s, a.index),
-        other => panic!("expected acquired, got {other:?}"),
-    }
-}
-
-async fn queued(s: &mut Streaming<pb::WaitEvent>) -> pb::Queued {
-    match next_event(s).await.unwrap() {
-        wait_event::Event::Queued(q) => q,
-        other => panic!("expected queued, got {other:?}"),
-    }
-}
+use baton::proto::v1::{self as pb, release_request, wait_event};
+use common::{Server, acquire, curl, etcd::Etcd, eventually, next_event, queued, wait, wait_req};
+use tonic::Code;
 
 /// Asserts `status` is UNAVAILABLE and came back within a few seconds.
 fn unavailable<T: std::fmt::Debug>(r: Result<T, tonic::Status>, since: Instant, what: &str) {

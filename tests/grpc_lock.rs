@@ -7,27 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use baton::proto::v1::{self as pb, lock_client::LockClient, wait_event};
-use common::{Server, next_event, wait_req};
-use tonic::{Code, Streaming, transport::Channel};
-
-/// Takes the lock at once; returns the stream and the index.
-async fn acquire(
-    c: &mut LockClient<Channel>,
-    key: &str,
-    value: &str,
-    ttl_ms: u64,
-) -> (Streaming<pb::WaitEvent>, u64) {
-    let mut s = c
-        .wait(wait_req(key, value, ttl_ms, None))
-        .await
-        .unwrap()
-        .into_inner();
-    match next_event(&mut s).await.unwrap() {
-        wait_event::Event::Acquired(a) => (s, a.index),
-        other => panic!("expected acquired, got {other:?}"),
-    }
-}
+use baton::proto::v1::{self as pb, wait_event};
+use common::{Server, acquire, next_event, wait_req};
+use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_invalid_argument() {

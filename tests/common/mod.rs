@@ -10,7 +10,8 @@ use std::{
 pub mod etcd;
 
 use baton::proto::v1::{
-    self as pb, election_client::ElectionClient, lock_client::LockClient, wait_event,
+    self as pb, election_client::ElectionClient, lock_client::LockClient, release_request,
+    wait_event,
 };
 use tonic::{Streaming, transport::Channel};
 
@@ -185,4 +186,62 @@ pub async fn next_event(
         .await
         .expect("stream stalled")?;
     Ok(item.expect("stream ended").event.expect("event"))
+}
+
+/// Opens a Wait stream.
+pub async fn wait(c: &mut LockClient<Channel>, req: pb::WaitRequest) -> Streaming<pb::WaitEvent> {
+    c.wait(req).await.expect("wait").into_inner()
+}
+
+/// Takes the lock at once; returns the stream and the index.
+pub async fn acquire(
+    c: &mut LockClient<Channel>,
+    key: &str,
+    value: &str,
+    ttl_ms: u64,
+) -> (Streaming<pb::WaitEvent>, u64) {
+    let mut s = wait(c, wait_req(key, value, ttl_ms, None)).await;
+    match next_event(&mut s).await.expect("an event") {
+        wait_event::Event::Acquired(a) => (s, a.index),
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+/// The next event of a Wait stream, which must be `queued`.
+pub async fn queued(s: &mut Streaming<pb::WaitEvent>) -> pb::Queued {
+    match next_event(s).await.expect("an event") {
+        wait_event::Event::Queued(q) => q,
+        other => panic!("expected queued, got {other:?}"),
+    }
+}
+
+/// Lock.Get of `key`.
+pub async fn view(c: &mut LockClient<Channel>, key: &str) -> pb::GetResponse {
+    c.get(pb::GetRequest { key: key.into() })
+        .await
+        .expect("get")
+        .into_inner()
+}
+
+/// Lock.Release of entry `index` of `key`.
+pub async fn release(c: &mut LockClient<Channel>, key: &str, index: u64) -> pb::ReleaseResponse {
+    c.release(pb::ReleaseRequest {
+        key: key.into(),
+        target: Some(release_request::Target::Index(index)),
+    })
+    .await
+    .expect("release")
+    .into_inner()
+}
+
+/// The next leader an Observe stream reports (30 s at most); `None` for
+/// nobody.
+pub async fn next_leader(o: &mut Streaming<pb::LeaderResponse>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(30), o.message())
+        .await
+        .expect("observe stalled")
+        .expect("observe failed")
+        .expect("observe ended")
+        .leader
+        .map(|l| l.name)
 }
