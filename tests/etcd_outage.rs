@@ -79,6 +79,18 @@ async fn etcd_stopped_and_restarted_under_a_gateway() {
     assert!(r.body.contains("\"errorCode\""), "{r:?}");
     let r = curl(&g.addr, &["http://ADDR/mod/v2/lock/o"]);
     assert_eq!(r.status, 503, "{r:?}");
+    // A load balancer's probe sees the gateway unhealthy, and why, once the
+    // gateway has noticed (its session's keep-alive fails within seconds).
+    let t = Instant::now();
+    let r = loop {
+        let r = curl(&g.addr, &["http://ADDR/health"]);
+        if r.status != 200 || t.elapsed() > Duration::from_secs(15) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains(r#""health":"false""#), "{r:?}");
 
     etcd.restart();
 
@@ -90,6 +102,12 @@ async fn etcd_stopped_and_restarted_under_a_gateway() {
         })
         .await,
         "the gateway did not recover"
+    );
+    let r = curl(&g.addr, &["http://ADDR/health"]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"health":"true","reason":""}"#),
+        "{r:?}"
     );
     // The holds survived the outage; the failed waiter's entry is gone
     // (with the session lease the gateway revoked on reconnecting).

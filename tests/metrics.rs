@@ -1,5 +1,5 @@
 //! `GET /metrics` of a real `baton`, scraped with real `curl` after calls
-//! through `/mod/v2`, the JSON gateway and gRPC.
+//! through `/mod/v2`, the JSON gateway and gRPC; and `GET /health`.
 
 mod common;
 
@@ -44,6 +44,12 @@ fn scrape_until(s: &Server, series: &str, want: f64) -> String {
 #[test]
 fn every_surface_is_counted_once_with_its_outcome() {
     let s = Server::memory();
+    let r = curl(&s.addr, &["http://ADDR/health"]);
+    assert_eq!(
+        (r.status, r.content_type.as_str(), r.body.as_str()),
+        (200, "application/json", r#"{"health":"true","reason":""}"#),
+        "{r:?}"
+    );
     let before = scrape(&s);
     assert_eq!(sample(&before, "baton_keys"), Some(0.0), "{before}");
     assert!(

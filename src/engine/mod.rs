@@ -53,6 +53,11 @@ pub trait Engine: Send + Sync + 'static {
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError>;
     /// Counts of keys, entries and waiters.
     async fn stats(&self) -> Result<EngineStats, EngineError>;
+    /// Whether the backend can serve now, as cheaply as it can tell (health
+    /// probes call it every few seconds). By default: it answers `stats`.
+    async fn check(&self) -> Result<(), EngineError> {
+        self.stats().await.map(|_| ())
+    }
     /// Called once when the server stops, after its streams have ended: a
     /// backend gives up what only its waiters needed. The embedded backend
     /// has nothing to do; the etcd backend revokes its session lease, so

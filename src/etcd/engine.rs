@@ -614,6 +614,16 @@ impl Engine for EtcdEngine {
         })
     }
 
+    async fn check(&self) -> Result<(), EngineError> {
+        // The session's keep-alive already proves etcd answers; a range
+        // scan (what `stats` does) per probe would cost etcd for nothing.
+        self.ctx
+            .session()
+            .await
+            .map(|_| ())
+            .map_err(EngineError::from)
+    }
+
     async fn shutdown(&self) {
         // Queued entries and registrations hang on the session lease (holds
         // never do): revoking it withdraws this gateway's waiters now, not

@@ -1,10 +1,11 @@
 //! The HTTP surface on the shared port: etcd's `/mod/v2` API, the JSON
-//! gateway, the dashboard, `/metrics`. It never re-implements lock semantics: every
+//! gateway, the dashboard, `/metrics`, `/health`. It never re-implements lock semantics: every
 //! handler calls the service layer.
 
 pub mod cors;
 pub mod dashboard;
 pub mod gateway;
+pub mod health;
 pub mod metrics;
 pub mod modv2;
 
@@ -19,6 +20,7 @@ pub fn router(service: Service, cors_origins: &[String]) -> Result<Router, cors:
         .merge(gateway::router())
         .merge(dashboard::router())
         .merge(metrics::router())
+        .merge(health::router())
         .with_state(service);
     Ok(match cors::layer(cors_origins)? {
         Some(layer) => router.layer(layer),

@@ -90,6 +90,11 @@ impl Service {
         Ok(self.engine.stats().await?)
     }
 
+    /// Whether the backend can serve now (see [`Engine::check`]).
+    pub async fn health(&self) -> Result<(), ServiceError> {
+        Ok(self.engine.check().await?)
+    }
+
     /// How long the service has been up.
     pub fn uptime(&self) -> std::time::Duration {
         self.started_at.elapsed()
