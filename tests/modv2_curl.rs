@@ -12,6 +12,17 @@ use std::{
 
 use common::{Reply, Server, curl};
 
+/// `curl -X METHOD http://ADDR{path}` with each of `form` as a `-d` field,
+/// exactly as the seed's lines are written.
+fn req(s: &Server, method: &str, path: &str, form: &[&str]) -> Reply {
+    let url = format!("http://ADDR{path}");
+    let mut args = vec!["-X", method, url.as_str()];
+    for f in form {
+        args.extend(["-d", f]);
+    }
+    curl(&s.addr, &args)
+}
+
 fn ok(r: &Reply, body: &str) {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.content_type, "text/plain; charset=utf-8", "{r:?}");
@@ -37,58 +48,22 @@ fn etcd_error(r: &Reply, status: u16, code: u32, cause: &str) {
 fn every_seed_curl_line_works_as_documented() {
     let s = Server::memory();
     // Acquire a lock (with no value) for "customer1": the first index is 1.
+    ok(&req(&s, "POST", "/mod/v2/lock/customer1?ttl=60", &[]), "1");
     ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/customer1?ttl=60"],
-        ),
-        "1",
-    );
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/customer1?index=1"],
-        ),
+        &req(&s, "DELETE", "/mod/v2/lock/customer1?index=1", &[]),
         "",
     );
     // Acquire with the value "bar": index 2, as the seed's renew lines expect.
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/customer1?ttl=60",
-                "-d",
-                "value=bar",
-            ],
-        ),
+        &req(&s, "POST", "/mod/v2/lock/customer1?ttl=60", &["value=bar"]),
         "2",
     );
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "PUT",
-                "http://ADDR/mod/v2/lock/customer1?ttl=60",
-                "-d",
-                "index=2",
-            ],
-        ),
+        &req(&s, "PUT", "/mod/v2/lock/customer1?ttl=60", &["index=2"]),
         "",
     );
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "PUT",
-                "http://ADDR/mod/v2/lock/customer1?ttl=60",
-                "-d",
-                "value=bar",
-            ],
-        ),
+        &req(&s, "PUT", "/mod/v2/lock/customer1?ttl=60", &["value=bar"]),
         "",
     );
     ok(
@@ -101,52 +76,30 @@ fn every_seed_curl_line_works_as_documented() {
     );
     // The holder re-posting its value with a timeout gets its index at once.
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/customer1?ttl=60",
-                "-d",
-                "value=bar",
-                "-d",
-                "timeout=2",
-            ],
+        &req(
+            &s,
+            "POST",
+            "/mod/v2/lock/customer1?ttl=60",
+            &["value=bar", "timeout=2"],
         ),
         "2",
     );
     ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/customer1?index=2"],
-        ),
+        &req(&s, "DELETE", "/mod/v2/lock/customer1?index=2", &[]),
         "",
     );
     ok(&curl(&s.addr, &["http://ADDR/mod/v2/lock/customer1"]), "");
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/customer1?ttl=60",
-                "-d",
-                "value=bar",
-                "-d",
-                "timeout=2",
-            ],
+        &req(
+            &s,
+            "POST",
+            "/mod/v2/lock/customer1?ttl=60",
+            &["value=bar", "timeout=2"],
         ),
         "3",
     );
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "DELETE",
-                "http://ADDR/mod/v2/lock/customer1?value=bar",
-            ],
-        ),
+        &req(&s, "DELETE", "/mod/v2/lock/customer1?value=bar", &[]),
         "",
     );
     ok(
@@ -156,15 +109,11 @@ fn every_seed_curl_line_works_as_documented() {
 
     // Leader election.
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "PUT",
-                "http://ADDR/mod/v2/leader/order_processing?ttl=60",
-                "-d",
-                "name=myserver1.foo.com",
-            ],
+        &req(
+            &s,
+            "PUT",
+            "/mod/v2/leader/order_processing?ttl=60",
+            &["name=myserver1.foo.com"],
         ),
         "4",
     );
@@ -182,26 +131,20 @@ fn every_seed_curl_line_works_as_documented() {
     );
     // Re-issuing the same PUT renews and answers at once with the same index.
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "PUT",
-                "http://ADDR/mod/v2/leader/order_processing?ttl=60",
-                "-d",
-                "name=myserver1.foo.com",
-            ],
+        &req(
+            &s,
+            "PUT",
+            "/mod/v2/leader/order_processing?ttl=60",
+            &["name=myserver1.foo.com"],
         ),
         "4",
     );
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "DELETE",
-                "http://ADDR/mod/v2/leader/order_processing?name=myserver1.foo.com",
-            ],
+        &req(
+            &s,
+            "DELETE",
+            "/mod/v2/leader/order_processing?name=myserver1.foo.com",
+            &[],
         ),
         "",
     );
@@ -250,24 +193,12 @@ fn queue_len(s: &Server, key: &str) -> usize {
 #[test]
 fn a_second_acquirer_blocks_until_the_first_releases() {
     let s = Server::memory();
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=10"],
-        ),
-        "1",
-    );
+    ok(&req(&s, "POST", "/mod/v2/lock/foo?ttl=10", &[]), "1");
     let second = background(&s, &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=10"]);
     thread::sleep(Duration::from_millis(1000));
     assert!(!second.is_finished(), "second acquirer did not block");
     assert_eq!(queue_len(&s, "foo"), 1);
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?index=1"],
-        ),
-        "",
-    );
+    ok(&req(&s, "DELETE", "/mod/v2/lock/foo?index=1", &[]), "");
     let (r, _) = second.join().unwrap();
     ok(&r, "2");
     ok(
@@ -279,29 +210,11 @@ fn a_second_acquirer_blocks_until_the_first_releases() {
 #[test]
 fn expiry_hands_the_lock_on_and_renew_keeps_it() {
     let s = Server::memory();
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=2"],
-        ),
-        "1",
-    );
+    ok(&req(&s, "POST", "/mod/v2/lock/foo?ttl=2", &[]), "1");
     let second = background(&s, &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=10"]);
     // Renew every 500 ms for 3 s: the waiter must not get the lock.
     for _ in 0..6 {
-        ok(
-            &curl(
-                &s.addr,
-                &[
-                    "-X",
-                    "PUT",
-                    "http://ADDR/mod/v2/lock/foo?ttl=2",
-                    "-d",
-                    "index=1",
-                ],
-            ),
-            "",
-        );
+        ok(&req(&s, "PUT", "/mod/v2/lock/foo?ttl=2", &["index=1"]), "");
         thread::sleep(Duration::from_millis(500));
     }
     assert!(!second.is_finished(), "renewed lock was handed on");
@@ -319,16 +232,7 @@ fn expiry_hands_the_lock_on_and_renew_keeps_it() {
 fn acquire_and_release_by_value() {
     let s = Server::memory();
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/foo?ttl=10",
-                "-d",
-                "value=XXX",
-            ],
-        ),
+        &req(&s, "POST", "/mod/v2/lock/foo?ttl=10", &["value=XXX"]),
         "1",
     );
     ok(&curl(&s.addr, &["http://ADDR/mod/v2/lock/foo"]), "XXX");
@@ -343,13 +247,7 @@ fn acquire_and_release_by_value() {
         ],
     );
     thread::sleep(Duration::from_millis(500));
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?value=XXX"],
-        ),
-        "",
-    );
+    ok(&req(&s, "DELETE", "/mod/v2/lock/foo?value=XXX", &[]), "");
     ok(&second.join().unwrap().0, "2");
     ok(&curl(&s.addr, &["http://ADDR/mod/v2/lock/foo"]), "YYY");
 }
@@ -357,13 +255,7 @@ fn acquire_and_release_by_value() {
 #[test]
 fn same_value_from_two_sessions_returns_together() {
     let s = Server::memory();
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=10"],
-        ),
-        "1",
-    );
+    ok(&req(&s, "POST", "/mod/v2/lock/foo?ttl=10", &[]), "1");
     let a = background(
         &s,
         &[
@@ -386,13 +278,7 @@ fn same_value_from_two_sessions_returns_together() {
     );
     thread::sleep(Duration::from_millis(800));
     assert_eq!(queue_len(&s, "foo"), 1, "same value must join one entry");
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?index=1"],
-        ),
-        "",
-    );
+    ok(&req(&s, "DELETE", "/mod/v2/lock/foo?index=1", &[]), "");
     ok(&a.join().unwrap().0, "2");
     ok(&b.join().unwrap().0, "2");
 }
@@ -402,32 +288,17 @@ fn timeouts_fail_with_500_and_leave_nothing_queued() {
     let s = Server::memory();
     // timeout=0 on a free lock succeeds.
     ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=30&timeout=0"],
-        ),
+        &req(&s, "POST", "/mod/v2/lock/foo?ttl=30&timeout=0", &[]),
         "1",
     );
     // timeout=0 on a held lock fails at once.
     let start = Instant::now();
-    let r = curl(
-        &s.addr,
-        &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=30&timeout=0"],
-    );
+    let r = req(&s, "POST", "/mod/v2/lock/foo?ttl=30&timeout=0", &[]);
     assert_eq!(r.status, 500, "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
     // timeout=1 fails after about a second.
     let start = Instant::now();
-    let r = curl(
-        &s.addr,
-        &[
-            "-X",
-            "POST",
-            "http://ADDR/mod/v2/lock/foo?ttl=30",
-            "-d",
-            "timeout=1",
-        ],
-    );
+    let r = req(&s, "POST", "/mod/v2/lock/foo?ttl=30", &["timeout=1"]);
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.body.contains("timeout"), "{r:?}");
     assert!(start.elapsed() >= Duration::from_secs(1));
@@ -443,13 +314,7 @@ fn timeouts_fail_with_500_and_leave_nothing_queued() {
     );
     thread::sleep(Duration::from_millis(1500));
     assert!(!w.is_finished());
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?index=1"],
-        ),
-        "",
-    );
+    ok(&req(&s, "DELETE", "/mod/v2/lock/foo?index=1", &[]), "");
     // timeout=0 created no entry, timeout=1 took index 2.
     ok(&w.join().unwrap().0, "3");
 }
@@ -457,13 +322,7 @@ fn timeouts_fail_with_500_and_leave_nothing_queued() {
 #[test]
 fn a_waiter_released_by_someone_else_is_told_so() {
     let s = Server::memory();
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=30"],
-        ),
-        "1",
-    );
+    ok(&req(&s, "POST", "/mod/v2/lock/foo?ttl=30", &[]), "1");
     let w = background(
         &s,
         &[
@@ -475,13 +334,7 @@ fn a_waiter_released_by_someone_else_is_told_so() {
         ],
     );
     thread::sleep(Duration::from_millis(500));
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?value=w"],
-        ),
-        "",
-    );
+    ok(&req(&s, "DELETE", "/mod/v2/lock/foo?value=w", &[]), "");
     let (r, _) = w.join().unwrap();
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.body.contains("released"), "{r:?}");
@@ -494,13 +347,7 @@ fn a_waiter_released_by_someone_else_is_told_so() {
 #[test]
 fn a_client_that_hangs_up_leaves_no_entry() {
     let s = Server::memory();
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=30"],
-        ),
-        "1",
-    );
+    ok(&req(&s, "POST", "/mod/v2/lock/foo?ttl=30", &[]), "1");
     let r = curl(
         &s.addr,
         &[
@@ -526,16 +373,7 @@ fn a_client_that_hangs_up_leaves_no_entry() {
 fn leader_set_get_renew_delete() {
     let s = Server::memory();
     ok(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "PUT",
-                "http://ADDR/mod/v2/leader/foo?ttl=2",
-                "-d",
-                "name=xxx",
-            ],
-        ),
+        &req(&s, "PUT", "/mod/v2/leader/foo?ttl=2", &["name=xxx"]),
         "1",
     );
     ok(&curl(&s.addr, &["http://ADDR/mod/v2/leader/foo"]), "xxx");
@@ -553,27 +391,12 @@ fn leader_set_get_renew_delete() {
     for _ in 0..4 {
         thread::sleep(Duration::from_millis(700));
         ok(
-            &curl(
-                &s.addr,
-                &[
-                    "-X",
-                    "PUT",
-                    "http://ADDR/mod/v2/leader/foo?ttl=2",
-                    "-d",
-                    "name=xxx",
-                ],
-            ),
+            &req(&s, "PUT", "/mod/v2/leader/foo?ttl=2", &["name=xxx"]),
             "1",
         );
     }
     assert!(!other.is_finished());
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/leader/foo?name=xxx"],
-        ),
-        "",
-    );
+    ok(&req(&s, "DELETE", "/mod/v2/leader/foo?name=xxx", &[]), "");
     ok(&other.join().unwrap().0, "2");
     ok(&curl(&s.addr, &["http://ADDR/mod/v2/leader/foo"]), "yyy");
 }
@@ -584,58 +407,36 @@ fn client_mistakes_get_etcd_errors_never_500() {
     let lock = "http://ADDR/mod/v2/lock/foo";
     etcd_error(&curl(&s.addr, &["-X", "POST", lock]), 400, 202, "Acquire");
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=abc"],
+        &req(&s, "POST", "/mod/v2/lock/foo?ttl=abc", &[]),
+        400,
+        202,
+        "Acquire",
+    );
+    etcd_error(
+        &req(&s, "POST", "/mod/v2/lock/foo?ttl=-5", &[]),
+        400,
+        202,
+        "Acquire",
+    );
+    etcd_error(
+        &req(
+            &s,
+            "POST",
+            "/mod/v2/lock/foo?ttl=99999999999999999999999999",
+            &[],
         ),
         400,
         202,
         "Acquire",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/foo?ttl=-5"],
-        ),
-        400,
-        202,
-        "Acquire",
-    );
-    etcd_error(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/foo?ttl=99999999999999999999999999",
-            ],
-        ),
-        400,
-        202,
-        "Acquire",
-    );
-    etcd_error(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/foo?ttl=5&timeout=soon",
-            ],
-        ),
+        &req(&s, "POST", "/mod/v2/lock/foo?ttl=5&timeout=soon", &[]),
         400,
         205,
         "Acquire",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "POST",
-                "http://ADDR/mod/v2/lock/foo?ttl=5&value=%FF%FE",
-            ],
-        ),
+        &req(&s, "POST", "/mod/v2/lock/foo?ttl=5&value=%FF%FE", &[]),
         400,
         210,
         "Acquire",
@@ -657,66 +458,44 @@ fn client_mistakes_get_etcd_errors_never_500() {
         "Acquire",
     );
     etcd_error(
-        &curl(&s.addr, &["-X", "PUT", "http://ADDR/mod/v2/lock/foo?ttl=5"]),
+        &req(&s, "PUT", "/mod/v2/lock/foo?ttl=5", &[]),
         400,
         207,
         "Renew",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "PUT", "http://ADDR/mod/v2/lock/foo?index=1"],
-        ),
+        &req(&s, "PUT", "/mod/v2/lock/foo?index=1", &[]),
         400,
         202,
         "Renew",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &[
-                "-X",
-                "PUT",
-                "http://ADDR/mod/v2/lock/foo?ttl=5&index=1&value=x",
-            ],
-        ),
+        &req(&s, "PUT", "/mod/v2/lock/foo?ttl=5&index=1&value=x", &[]),
         400,
         208,
         "Renew",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "PUT", "http://ADDR/mod/v2/lock/foo?ttl=5&index=x"],
-        ),
+        &req(&s, "PUT", "/mod/v2/lock/foo?ttl=5&index=x", &[]),
         400,
         203,
         "Renew",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "PUT", "http://ADDR/mod/v2/lock/foo?ttl=5&index=99"],
-        ),
+        &req(&s, "PUT", "/mod/v2/lock/foo?ttl=5&index=99", &[]),
         404,
         100,
         "Renew",
     );
     etcd_error(&curl(&s.addr, &["-X", "DELETE", lock]), 400, 207, "Release");
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?index=42"],
-        ),
+        &req(&s, "DELETE", "/mod/v2/lock/foo?index=42", &[]),
         404,
         100,
         "Release",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/lock/foo?value=nobody"],
-        ),
+        &req(&s, "DELETE", "/mod/v2/lock/foo?value=nobody", &[]),
         404,
         100,
         "Release",
@@ -728,34 +507,25 @@ fn client_mistakes_get_etcd_errors_never_500() {
         "Get",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "PUT", "http://ADDR/mod/v2/leader/foo?ttl=5"],
-        ),
+        &req(&s, "PUT", "/mod/v2/leader/foo?ttl=5", &[]),
         400,
         206,
         "Set",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "PUT", "http://ADDR/mod/v2/leader/foo?name=a"],
-        ),
+        &req(&s, "PUT", "/mod/v2/leader/foo?name=a", &[]),
         400,
         202,
         "Set",
     );
     etcd_error(
-        &curl(&s.addr, &["-X", "DELETE", "http://ADDR/mod/v2/leader/foo"]),
+        &req(&s, "DELETE", "/mod/v2/leader/foo", &[]),
         400,
         206,
         "Delete",
     );
     etcd_error(
-        &curl(
-            &s.addr,
-            &["-X", "DELETE", "http://ADDR/mod/v2/leader/foo?name=zzz"],
-        ),
+        &req(&s, "DELETE", "/mod/v2/leader/foo?name=zzz", &[]),
         404,
         100,
         "Delete",
@@ -767,13 +537,7 @@ fn client_mistakes_get_etcd_errors_never_500() {
         "",
     );
     // Keys may hold slashes and percent-encoded characters.
-    ok(
-        &curl(
-            &s.addr,
-            &["-X", "POST", "http://ADDR/mod/v2/lock/a/b%20c?ttl=5"],
-        ),
-        "1",
-    );
+    ok(&req(&s, "POST", "/mod/v2/lock/a/b%20c?ttl=5", &[]), "1");
     ok(
         &curl(&s.addr, &["http://ADDR/mod/v2/lock/a/b%20c?field=index"]),
         "1",
