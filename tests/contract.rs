@@ -18,6 +18,7 @@ use baton::proto::v1::{
 };
 use common::{
     Server, acquire, etcd::Etcd, eventually, next_event, next_leader, release, view, wait_req,
+    watch,
 };
 use tokio::sync::Mutex;
 use tonic::{Code, Streaming, transport::Channel};
@@ -471,14 +472,7 @@ async fn election_campaign_observe_resign(backend: Backend) {
 async fn watch_and_list_see_every_key_under_a_prefix(backend: Backend) {
     let server = backend.start(&[]);
     let mut c = server.lock().await;
-    let mut watch = c
-        .watch(pb::WatchRequest {
-            key: "jobs/".into(),
-            prefix: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut c, "jobs/", true).await;
     let (_a, ia) = acquire(&mut c, "jobs/a", "", 0).await;
     let (_b, _) = acquire(&mut c, "other", "", 0).await;
     let (_c, ic) = acquire(&mut c, "jobs/c", "", 0).await;
@@ -736,14 +730,7 @@ async fn watch_reports_every_kind_of_change(backend: Backend) {
     use pb::EventKind as K;
     let server = backend.start(&[]);
     let mut c = server.lock().await;
-    let mut watch = c
-        .watch(pb::WatchRequest {
-            key: "ev".into(),
-            prefix: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut c, "ev", false).await;
     let (_a, a) = acquire(&mut c, "ev", "a", 0).await;
     let mut wb = server.lock().await;
     let mut sb = wb

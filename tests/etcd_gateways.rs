@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use baton::proto::v1::{self as pb, release_request, wait_event};
 use common::{
     Server, acquire, etcd::Etcd, next_event, next_leader, queued, release, view, wait, wait_req,
+    watch,
 };
 use tonic::{Code, Streaming};
 
@@ -21,14 +22,7 @@ async fn a_lock_taken_through_one_gateway_is_seen_and_handed_on_through_another(
     let mut ca = a.lock().await;
     let mut cb = b.lock().await;
 
-    let mut watch_b = cb
-        .watch(pb::WatchRequest {
-            key: "shared".into(),
-            prefix: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch_b = watch(&mut cb, "shared", false).await;
     let (_held, first) = acquire(&mut ca, "shared", "via-a", 60_000).await;
     let seen = view(&mut cb, "shared").await;
     let holder = seen.holder.expect("B sees A's holder");

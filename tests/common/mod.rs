@@ -245,3 +245,18 @@ pub async fn next_leader(o: &mut Streaming<pb::LeaderResponse>) -> Option<String
         .leader
         .map(|l| l.name)
 }
+
+/// Opens a Lock.Watch stream on `key` (or every key under it, with `prefix`).
+pub async fn watch(
+    c: &mut LockClient<Channel>,
+    key: &str,
+    prefix: bool,
+) -> Streaming<pb::LockEvent> {
+    c.watch(pb::WatchRequest {
+        key: key.into(),
+        prefix,
+    })
+    .await
+    .expect("watch")
+    .into_inner()
+}
