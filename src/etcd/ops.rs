@@ -370,71 +370,10 @@ impl Ctx {
                 .get(1)
                 .filter(|s| is_head && !s.is_held())
                 .and_then(|s| self.local_registration(s).map(|reg| (s.clone(), reg)));
-            let now = self.now();
-            let succ_lease = match &successor {
-                Some((s, _)) => self.hold_lease(s.rec.ttl_ms).await?,
-                None => 0,
-            };
-            let session = self.session().await?;
-            let tomb = session.tomb_lease(self.conn.timeout()).await?;
-            let own_id = self
-                .keys
-                .entry_id(lock, &own.key)
-                .unwrap_or_default()
-                .to_owned();
-            let mut then = vec![
-                TxnOp::delete(own.key.clone(), None),
-                TxnOp::delete(
-                    self.keys.registrations(lock, &own_id),
-                    Some(DeleteOptions::new().with_prefix()),
-                ),
-                TxnOp::put(
-                    self.keys.tombstone(lock, own.index),
-                    Tombstone { reason }.to_bytes(),
-                    Some(PutOptions::new().with_lease(tomb)),
-                ),
-            ];
-            let succ_rec = successor.as_ref().map(|(s, _)| s.rec.held_at(now));
-            if let (Some((s, reg)), Some(rec)) = (&successor, &succ_rec) {
-                then.push(TxnOp::txn(self.handover_txn(lock, s, reg, rec, succ_lease)));
+            match self.try_remove(lock, &own, reason, successor).await? {
+                Removal::Done(released) => return Ok(Some(released)),
+                Removal::Changed | Removal::LeaseGone => continue,
             }
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    own.key.clone(),
-                    CompareOp::Equal,
-                    own.mod_rev,
-                )])
-                .and_then(then);
-            let resp = match self.txn(txn).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if e.is_lease_not_found() {
-                        self.lease_gone().await;
-                        continue;
-                    }
-                    return Err(e);
-                }
-            };
-            if !resp.succeeded() {
-                continue;
-            }
-            let rev = revision(&resp);
-            let handed = resp
-                .op_responses()
-                .get(3)
-                .is_some_and(|op| matches!(op, TxnOpResponse::Txn(t) if t.succeeded()));
-            if let (Some((s, _)), Some(rec)) = (&successor, succ_rec)
-                && handed
-            {
-                self.handed_over(lock, s, rec, succ_lease, rev);
-            }
-            self.forget_hold(&own.key);
-            self.expirer.forget(&own.key);
-            self.note_removed(own.index, reason);
-            return Ok(Some(Release {
-                index: own.index,
-                was_holder: own.is_held(),
-            }));
         }
         Err(EtcdError::Contention(
             "the lock changed too often to release; try again".into(),
@@ -452,6 +391,27 @@ impl Ctx {
         reason: Reason,
     ) -> Result<Option<Release>, EtcdError> {
         let successor = self.local_successor(lock, own);
+        Ok(match self.try_remove(lock, own, reason, successor).await? {
+            Removal::Done(released) => Some(released),
+            Removal::Changed => {
+                self.forget_hold(&own.key);
+                None
+            }
+            Removal::LeaseGone => None,
+        })
+    }
+
+    /// One try at removing `own` as read (unchanged since, by its mod
+    /// revision): deletes it and its registrations, leaves a tombstone saying
+    /// why, and makes `successor` (an entry this gateway tracks, with its
+    /// registration key) the holder in the same transaction.
+    async fn try_remove(
+        &self,
+        lock: &str,
+        own: &Entry,
+        reason: Reason,
+        successor: Option<(Entry, String)>,
+    ) -> Result<Removal, EtcdError> {
         let succ_lease = match &successor {
             Some((s, _)) => self.hold_lease(s.rec.ttl_ms).await?,
             None => 0,
@@ -489,14 +449,14 @@ impl Ctx {
         let resp = match self.txn(txn).await {
             Ok(r) => r,
             Err(e) if e.is_lease_not_found() => {
+                // A cached lease ran out under us: forget it, try again.
                 self.lease_gone().await;
-                return Ok(None);
+                return Ok(Removal::LeaseGone);
             }
             Err(e) => return Err(e),
         };
         if !resp.succeeded() {
-            self.forget_hold(&own.key);
-            return Ok(None);
+            return Ok(Removal::Changed);
         }
         let rev = revision(&resp);
         let handed = resp
@@ -511,7 +471,7 @@ impl Ctx {
         self.forget_hold(&own.key);
         self.expirer.forget(&own.key);
         self.note_removed(own.index, reason);
-        Ok(Some(Release {
+        Ok(Removal::Done(Release {
             index: own.index,
             was_holder: own.is_held(),
         }))
@@ -671,6 +631,16 @@ impl Ctx {
         let resp = self.get(self.keys.entries(lock), first_entries(1)).await?;
         Ok(entries(&resp)?.into_iter().next())
     }
+}
+
+/// How one try at removing an entry ended.
+enum Removal {
+    /// Removed (and the lock handed on, where it could be).
+    Done(Release),
+    /// The entry changed since it was read; read again.
+    Changed,
+    /// A lease the transaction used was gone; it is forgotten, try again.
+    LeaseGone,
 }
 
 /// The holds a gateway wrote last, by key and by index, at most
