@@ -52,7 +52,7 @@ impl Scenario {
 )]
 struct Args {
     /// Systems to measure.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TargetKind::Memory, TargetKind::Durable, TargetKind::BatonEtcd, TargetKind::EtcdV3lock])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TargetKind::Memory, TargetKind::Durable, TargetKind::BatonEtcd, TargetKind::EtcdV3lock, TargetKind::BatonElection, TargetKind::EtcdV3election])]
     targets: Vec<TargetKind>,
     /// Scenarios to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Floor, Scenario::Uncontended, Scenario::Handoff, Scenario::Waiters, Scenario::Expiry])]

@@ -104,7 +104,8 @@ fn ms(us: u64) -> String {
 }
 
 /// The markdown table: one section per scenario, with each row's rate
-/// against etcd v3lock at the same concurrency and against the floor.
+/// against etcd at the same concurrency (v3lock for lock targets, v3election
+/// for election targets) and against the floor.
 pub fn markdown(rows: &[Row]) -> String {
     let mut by_scenario: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     for r in rows {
@@ -147,7 +148,9 @@ pub fn markdown(rows: &[Row]) -> String {
                             format!("{:.2}", r.ops_per_sec / o.ops_per_sec)
                         })
                 };
-                let vs_etcd = ratio(find(scenario, TargetKind::EtcdV3lock.name(), r.concurrency));
+                let reference = TargetKind::by_name(r.target)
+                    .map_or(TargetKind::EtcdV3lock, TargetKind::reference);
+                let vs_etcd = ratio(find(scenario, reference.name(), r.concurrency));
                 let vs_floor = ratio(find("floor (health check)", r.target, r.concurrency));
                 let rate = if r.ops_per_sec > 0.0 {
                     format!("{:.0}", r.ops_per_sec)

@@ -1,12 +1,20 @@
 //! What a benchmark measures: a lock service behind one small interface, so
-//! every scenario runs unchanged against baton (memory, durable, over etcd)
-//! and against etcd's own v3lock API.
+//! every scenario runs unchanged against baton (memory, durable, over etcd;
+//! its Lock API, and its Election API where campaigning is acquiring and
+//! resigning is releasing) and against etcd's own v3lock and v3election APIs.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use async_trait::async_trait;
-use baton::proto::v1::{self as pb, lock_client::LockClient, release_request, wait_event};
+use baton::proto::v1::{
+    self as pb, campaign_event, election_client::ElectionClient, lock_client::LockClient,
+    release_request, wait_event,
+};
+use clap::ValueEnum;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -23,6 +31,10 @@ pub enum TargetKind {
     BatonEtcd,
     /// etcd's v3lock API, called directly.
     EtcdV3lock,
+    /// `baton --memory` through its Election API (campaign, resign).
+    BatonElection,
+    /// etcd's v3election API, called directly (campaign, resign).
+    EtcdV3election,
 }
 
 impl TargetKind {
@@ -33,7 +45,25 @@ impl TargetKind {
             Self::Durable => "baton durable",
             Self::BatonEtcd => "baton over etcd",
             Self::EtcdV3lock => "etcd v3lock",
+            Self::BatonElection => "baton --memory, election",
+            Self::EtcdV3election => "etcd v3election",
         }
+    }
+
+    /// The etcd API this target's rows are compared with (×etcd).
+    pub fn reference(self) -> Self {
+        match self {
+            Self::BatonElection | Self::EtcdV3election => Self::EtcdV3election,
+            _ => Self::EtcdV3lock,
+        }
+    }
+
+    /// The target a report row names.
+    pub fn by_name(name: &str) -> Option<Self> {
+        Self::value_variants()
+            .iter()
+            .copied()
+            .find(|k| k.name() == name)
     }
 }
 
@@ -47,8 +77,19 @@ pub struct Held {
 
 #[derive(Clone, Debug)]
 enum Token {
+    /// A lock entry's index.
     Baton(u64),
-    Etcd(Vec<u8>, EtcdLease),
+    /// A candidate's name in an election.
+    BatonCandidate(String),
+    /// What etcd handed back, and the lease it rides on.
+    Etcd(EtcdHold, EtcdLease),
+}
+
+/// An etcd hold: a v3lock key, or a v3election leader key.
+#[derive(Clone, Debug)]
+enum EtcdHold {
+    Lock(Vec<u8>),
+    Leader(etcd_client::LeaderKey),
 }
 
 /// One client connection to the target.
@@ -77,7 +118,7 @@ impl Target {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data").display().to_string();
         let (procs, url) = match kind {
-            TargetKind::Memory => {
+            TargetKind::Memory | TargetKind::BatonElection => {
                 let (p, url) = start_baton(&["--memory".into()])?;
                 (vec![p], url)
             }
@@ -95,7 +136,7 @@ impl Target {
                 ])?;
                 (vec![p, etcd], url)
             }
-            TargetKind::EtcdV3lock => {
+            TargetKind::EtcdV3lock | TargetKind::EtcdV3election => {
                 let (etcd, etcd_url) = start_etcd(&dir.path().join("etcd"))?;
                 (vec![etcd], etcd_url)
             }
@@ -144,30 +185,72 @@ impl Target {
             .await
             .with_context(|| format!("connecting to {}", self.url))?;
         Ok(match self.kind {
-            TargetKind::EtcdV3lock => {
+            TargetKind::EtcdV3lock | TargetKind::EtcdV3election => {
                 let client = etcd_client::Client::connect([self.url.as_str()], None).await?;
                 std::sync::Arc::new(EtcdSession {
                     client,
                     health: HealthClient::new(channel),
                     idle: std::sync::Mutex::new(Vec::new()),
+                    election: self.kind == TargetKind::EtcdV3election,
                 })
             }
             _ => std::sync::Arc::new(BatonSession {
                 lock: LockClient::new(channel.clone()),
+                election: (self.kind == TargetKind::BatonElection)
+                    .then(|| ElectionClient::new(channel.clone())),
                 health: HealthClient::new(channel),
             }),
         })
     }
 }
 
+/// A connection to baton: through the Lock API, or through the Election
+/// API when `election` is set.
 struct BatonSession {
     lock: LockClient<Channel>,
+    election: Option<ElectionClient<Channel>>,
     health: HealthClient<Channel>,
+}
+
+/// Candidate names unique within the run: a campaign is an acquire only if
+/// its name is not already queued (same names join one entry).
+static CANDIDATES: AtomicU64 = AtomicU64::new(0);
+
+impl BatonSession {
+    async fn campaign(
+        &self,
+        mut election: ElectionClient<Channel>,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<Held> {
+        let name = format!("c{}", CANDIDATES.fetch_add(1, Ordering::Relaxed));
+        let mut s = election
+            .campaign(pb::CampaignRequest {
+                election: key.into(),
+                name: name.clone(),
+                ttl_ms,
+                timeout_ms: None,
+            })
+            .await?
+            .into_inner();
+        while let Some(ev) = s.message().await? {
+            if let Some(campaign_event::Event::Elected(a)) = ev.event {
+                return Ok(Held {
+                    deadline_ms: (a.deadline_unix_ms > 0).then_some(a.deadline_unix_ms),
+                    token: Token::BatonCandidate(name),
+                });
+            }
+        }
+        bail!("campaign stream ended before election")
+    }
 }
 
 #[async_trait]
 impl Session for BatonSession {
     async fn acquire(&self, key: &str, ttl_ms: u64) -> Result<Held> {
+        if let Some(election) = &self.election {
+            return self.campaign(election.clone(), key, ttl_ms).await;
+        }
         let mut s = self
             .lock
             .clone()
@@ -191,8 +274,19 @@ impl Session for BatonSession {
     }
 
     async fn release(&self, key: &str, held: Held) -> Result<()> {
-        let Token::Baton(index) = held.token else {
-            bail!("not a baton hold");
+        let index = match (held.token, &self.election) {
+            (Token::Baton(index), None) => index,
+            (Token::BatonCandidate(name), Some(election)) => {
+                election
+                    .clone()
+                    .resign(pb::ResignRequest {
+                        election: key.into(),
+                        name,
+                    })
+                    .await?;
+                return Ok(());
+            }
+            _ => bail!("not a hold of this session"),
         };
         self.lock
             .clone()
@@ -226,6 +320,9 @@ struct EtcdSession {
     client: etcd_client::Client,
     health: HealthClient<Channel>,
     idle: std::sync::Mutex<Vec<i64>>,
+    /// v3election (campaign, resign) instead of v3lock (lock, unlock); its
+    /// keys are named after the lease too.
+    election: bool,
 }
 
 /// The ttl of a lent lease, in seconds. Longer than any run, so nothing has
@@ -284,21 +381,40 @@ impl Session for EtcdSession {
         let id = match lease {
             EtcdLease::Lent(id) | EtcdLease::Own(id) => id,
         };
-        let r = client
-            .lock(key, Some(etcd_client::LockOptions::new().with_lease(id)))
-            .await?;
+        let hold = if self.election {
+            let r = client.campaign(key, "bench", id).await?;
+            let leader = r
+                .leader()
+                .cloned()
+                .ok_or_else(|| anyhow!("etcd elected without a leader key"))?;
+            EtcdHold::Leader(leader)
+        } else {
+            let r = client
+                .lock(key, Some(etcd_client::LockOptions::new().with_lease(id)))
+                .await?;
+            EtcdHold::Lock(r.key().to_vec())
+        };
         Ok(Held {
             deadline_ms,
-            token: Token::Etcd(r.key().to_vec(), lease),
+            token: Token::Etcd(hold, lease),
         })
     }
 
     async fn release(&self, _key: &str, held: Held) -> Result<()> {
-        let Token::Etcd(lock_key, lease) = held.token else {
+        let Token::Etcd(hold, lease) = held.token else {
             bail!("not an etcd hold");
         };
         let mut client = self.client.clone();
-        client.unlock(lock_key).await?;
+        match hold {
+            EtcdHold::Lock(key) => {
+                client.unlock(key).await?;
+            }
+            EtcdHold::Leader(leader) => {
+                client
+                    .resign(Some(etcd_client::ResignOptions::new().with_leader(leader)))
+                    .await?;
+            }
+        }
         match lease {
             EtcdLease::Lent(id) => self
                 .idle
