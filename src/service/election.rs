@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 
-use super::{Rpc, Service, ServiceError, ServiceStream, WaitStep, convert, lock::next_token};
+use super::{Rpc, Service, ServiceError, ServiceStream, WaitStep, convert};
 use crate::engine::{AcquireSpec, HolderView, Target};
 use crate::proto::v1::{self as pb, campaign_event::Event};
 
@@ -93,12 +93,9 @@ impl Service {
         req: pb::ListElectionsRequest,
     ) -> Result<pb::ListElectionsResponse, ServiceError> {
         self.counted(Rpc::ListElections, async {
-            let (size, after) = self.page(req.page_size, &req.page_token);
-            let mut keys = self
-                .engine
-                .list(&req.prefix, after.as_deref(), size + 1)
+            let (keys, next_page_token) = self
+                .list_page(&req.prefix, req.page_size, &req.page_token)
                 .await?;
-            let next_page_token = next_token(&mut keys, size, |k| &k.key);
             Ok(pb::ListElectionsResponse {
                 elections: keys
                     .into_iter()

@@ -93,12 +93,9 @@ impl Service {
     /// Lock.List.
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
         self.counted(Rpc::List, async {
-            let (size, after) = self.page(req.page_size, &req.page_token);
-            let mut keys = self
-                .engine
-                .list(&req.prefix, after.as_deref(), size + 1)
+            let (keys, next_page_token) = self
+                .list_page(&req.prefix, req.page_size, &req.page_token)
                 .await?;
-            let next_page_token = next_token(&mut keys, size, |k| &k.key);
             let now = convert::wall_now();
             Ok(pb::ListResponse {
                 keys: keys
@@ -130,20 +127,5 @@ impl Service {
             Ok(self.guard(events, permit))
         })
         .await
-    }
-}
-
-/// Cuts a page fetched with one extra item back to `size`, returning the
-/// token for the next page (the last key) if there is one.
-pub(super) fn next_token<T>(
-    items: &mut Vec<T>,
-    size: usize,
-    key: impl Fn(&T) -> &String,
-) -> String {
-    if items.len() > size {
-        items.truncate(size);
-        items.last().map(|i| key(i).clone()).unwrap_or_default()
-    } else {
-        String::new()
     }
 }

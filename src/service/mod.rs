@@ -266,6 +266,20 @@ impl Service {
         }
     }
 
+    /// One page of the keys under `prefix` (locks and elections alike),
+    /// and the token of the next page (empty after the last).
+    async fn list_page(
+        &self,
+        prefix: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<crate::engine::KeySummary>, String), ServiceError> {
+        let (size, after) = self.page(page_size, page_token);
+        let mut keys = self.engine.list(prefix, after.as_deref(), size + 1).await?;
+        let next_page_token = next_token(&mut keys, size, |k| &k.key);
+        Ok((keys, next_page_token))
+    }
+
     fn page(&self, page_size: u32, page_token: &str) -> (usize, Option<String>) {
         let size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -282,6 +296,17 @@ enum WaitStep {
     Queued(pb::Queued),
     Acquired(pb::Acquired),
     Ended(pb::Ended),
+}
+
+/// Cuts a page fetched with one extra item back to `size`, returning the
+/// token for the next page (the last key) if there is one.
+fn next_token<T>(items: &mut Vec<T>, size: usize, key: impl Fn(&T) -> &String) -> String {
+    if items.len() > size {
+        items.truncate(size);
+        items.last().map(|i| key(i).clone()).unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 fn shutting_down() -> ServiceError {
