@@ -104,7 +104,18 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     ca_pem: Option<Vec<u8>>,
-    identity: Option<(Vec<u8>, Vec<u8>)>,
+    identity: Option<(Vec<u8>, PrivateKey)>,
+}
+
+/// A private key's PEM, kept out of `Debug` output so that logging a
+/// builder never prints it.
+#[derive(Clone)]
+struct PrivateKey(Vec<u8>);
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(..)")
+    }
 }
 
 impl Default for ClientBuilder {
@@ -164,7 +175,7 @@ impl ClientBuilder {
     /// Presents this PEM certificate and key to `https://` endpoints, for a
     /// baton started with `--tls-client-ca-file`.
     pub fn identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
-        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self.identity = Some((cert_pem.into(), PrivateKey(key_pem.into())));
         self
     }
 
@@ -211,7 +222,7 @@ impl ClientBuilder {
                     None => ClientTlsConfig::new().with_native_roots(),
                 };
                 if let Some((cert, key)) = &self.identity {
-                    config = config.identity(Identity::from_pem(cert, key));
+                    config = config.identity(Identity::from_pem(cert, &key.0));
                 }
                 endpoint = endpoint.tls_config(config).map_err(|e| invalid(&e))?;
             }
@@ -411,4 +422,19 @@ fn describe(s: &Status) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod private_key_tests {
+    use super::ClientBuilder;
+
+    #[test]
+    fn debug_output_never_shows_the_private_key() {
+        let key = b"-----BEGIN PRIVATE KEY-----\nSECRET\n".to_vec();
+        let builder = ClientBuilder::default().identity("cert", key.clone());
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains(&format!("{key:?}")), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("PrivateKey(..)"), "{shown}");
+    }
 }
