@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use baton::engine::{
     AcquireSpec, EndReason, FailReason, Grant, Target,
-    table::{Admission, LockTable, Notice, TableError, TableLimits, WaiterId},
+    table::{Admission, Departure, LockTable, Notice, TableError, TableLimits, WaiterId},
 };
 use proptest::prelude::*;
 
@@ -26,7 +26,9 @@ enum Op {
         ttl: u64,
         timeout: Option<u64>,
     },
-    Withdraw(usize),
+    /// Withdraw the n-th live waiter (mod count); `true` if it heard
+    /// its grant.
+    Withdraw(usize, bool),
     Renew {
         key: u8,
         target: ModelTarget,
@@ -58,7 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (key.clone(), value, ttl.clone(), timeout)
             .prop_map(|(key, value, ttl, timeout)| Op::Acquire { key, value, ttl, timeout }),
-        2 => (0usize..64).prop_map(Op::Withdraw),
+        2 => (0usize..64, any::<bool>()).prop_map(|(n, informed)| Op::Withdraw(n, informed)),
         1 => (key.clone(), target.clone(), ttl).prop_map(|(key, target, ttl)| Op::Renew { key, target, ttl }),
         2 => (key, target).prop_map(|(key, target)| Op::Release { key, target }),
         3 => (0u64..15).prop_map(Op::Advance),
@@ -73,6 +75,8 @@ struct MEntry {
     held: bool,
     deadline: Option<u64>,
     waiters: Vec<u64>,
+    /// A waiter heard its grant, or a renew named it.
+    heard: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -131,7 +135,10 @@ impl Model {
             let Some((at, kind, id)) = due else { break };
             if kind == 0 {
                 let key = self.key_of(id).unwrap();
-                self.remove(&key, id, Some(EndReason::Expired), at);
+                // The next holder counts its ttl from now, not from the
+                // deadline that fired late.
+                let now = self.now;
+                self.remove(&key, id, Some(EndReason::Expired), now);
             } else {
                 let w = self.waiters.remove(&id).unwrap();
                 self.notices.push((
@@ -157,7 +164,9 @@ impl Model {
         let q = self.keys.get_mut(key).unwrap();
         let e = q.iter_mut().find(|e| e.index == index).unwrap();
         e.waiters.retain(|&w| w != waiter);
-        if !e.held && e.waiters.is_empty() {
+        // A queued entry, or a hold nobody heard of, dies with its last
+        // waiter.
+        if (!e.held || !e.heard) && e.waiters.is_empty() {
             self.remove(key, index, None, now);
         }
     }
@@ -271,6 +280,7 @@ impl Model {
             held,
             deadline: if held { deadline(now, s.ttl_ms) } else { None },
             waiters: vec![],
+            heard: false,
         });
         let timeout_at = if held {
             None
@@ -320,6 +330,7 @@ impl Model {
             .iter_mut()
             .find(|e| e.index == index)?;
         e.ttl = ttl;
+        e.heard = true;
         if e.held {
             e.deadline = deadline(now, ttl);
         }
@@ -333,9 +344,19 @@ impl Model {
         Some(index)
     }
 
-    fn withdraw(&mut self, waiter: u64, now: u64) {
+    fn withdraw(&mut self, waiter: u64, informed: bool, now: u64) {
         self.advance(now);
         if let Some(w) = self.waiters.remove(&waiter) {
+            let e = self
+                .keys
+                .get_mut(&w.key)
+                .unwrap()
+                .iter_mut()
+                .find(|e| e.index == w.index)
+                .unwrap();
+            if informed && e.held {
+                e.heard = true;
+            }
             self.detach(&w.key, w.index, waiter, self.now);
         }
     }
@@ -407,12 +428,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     (g, w) => prop_assert!(false, "{op:?}: table {g:?}, model {w:?}"),
                 }
             }
-            Op::Withdraw(i) => {
+            Op::Withdraw(i, informed) => {
                 let live: Vec<u64> = model.waiters.keys().copied().collect();
                 if !live.is_empty() {
                     let w = live[i % live.len()];
-                    table.withdraw(WaiterId(w), now);
-                    model.withdraw(w, now);
+                    let departure = if *informed {
+                        Departure::Informed
+                    } else {
+                        Departure::Uninformed
+                    };
+                    table.withdraw(WaiterId(w), departure, now);
+                    model.withdraw(w, *informed, now);
                 }
             }
             Op::Renew { key, target, ttl } => {
@@ -497,5 +523,135 @@ proptest! {
     #[test]
     fn table_matches_model(ops in proptest::collection::vec(op(), 1..80)) {
         run(ops)?;
+    }
+}
+
+/// What a client can observe of a key, minus the indexes (which differ
+/// between two tables when one handed out extra ones).
+fn shape(t: &mut LockTable, key: &str, now: u64) -> String {
+    let v = t.get(key, now);
+    let holder = v
+        .holder
+        .map(|h| (h.value, h.ttl_ms, h.acquired_at, h.deadline));
+    let queue: Vec<_> = v
+        .queue
+        .iter()
+        .map(|q| (&q.value, q.ttl_ms, q.waiters))
+        .collect();
+    format!("{holder:?} {queue:?}")
+}
+
+/// The withdraw-after-apply order: a request whose caller went away right
+/// after the table applied it (before the reply reached anyone) and that is
+/// then withdrawn as uninformed leaves the table as if it had never come,
+/// whether it was queued, granted at once, or joined another entry.
+fn abandoned_requests_leave_no_trace(
+    ops: Vec<Op>,
+    extra: Vec<(usize, u8, Option<u8>, u64)>,
+) -> Result<(), TestCaseError> {
+    let mut plain = LockTable::new(TableLimits::default());
+    let mut with_ghosts = LockTable::new(TableLimits::default());
+    let keys = ["a", "b/c", "b/d"];
+    let mut now = 0u64;
+    // Waiters of the two tables differ in id; pair them up by creation.
+    let mut pairs: Vec<(WaiterId, WaiterId)> = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        for &(at, key, value, ttl) in &extra {
+            if at == step {
+                let spec = AcquireSpec {
+                    key: keys[key as usize].into(),
+                    // A value of its own: joining another request's entry
+                    // would change that entry's ttl, a trace by design.
+                    value: value.map(|v| format!("ghost{v}")),
+                    ttl_ms: ttl,
+                    timeout_ms: None,
+                };
+                if let Ok((ghost, _)) = with_ghosts.acquire(spec, now) {
+                    with_ghosts.withdraw(ghost, Departure::Uninformed, now);
+                }
+            }
+        }
+        match op {
+            Op::Acquire {
+                key,
+                value,
+                ttl,
+                timeout,
+            } => {
+                let spec = AcquireSpec {
+                    key: keys[*key as usize].into(),
+                    value: value.map(|v| format!("v{v}")),
+                    ttl_ms: *ttl,
+                    timeout_ms: *timeout,
+                };
+                let a = plain.acquire(spec.clone(), now).map(|(w, _)| w);
+                let b = with_ghosts.acquire(spec, now).map(|(w, _)| w);
+                prop_assert_eq!(a.is_ok(), b.is_ok(), "{:?}", op);
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    pairs.push((a, b));
+                }
+            }
+            Op::Withdraw(i, informed) if !pairs.is_empty() => {
+                let (a, b) = pairs[i % pairs.len()];
+                let d = if *informed {
+                    Departure::Informed
+                } else {
+                    Departure::Uninformed
+                };
+                plain.withdraw(a, d, now);
+                with_ghosts.withdraw(b, d, now);
+            }
+            Op::Withdraw(..) => {}
+            // Renew and release by value only: indexes differ between the two.
+            Op::Renew {
+                key,
+                target: ModelTarget::Value(v),
+                ttl,
+            } => {
+                let target = Target::Value(format!("v{v}"));
+                let key = keys[*key as usize];
+                let a = plain.renew(key, &target, *ttl, now).is_ok();
+                let b = with_ghosts.renew(key, &target, *ttl, now).is_ok();
+                prop_assert_eq!(a, b, "{:?}", op);
+            }
+            Op::Release {
+                key,
+                target: ModelTarget::Value(v),
+            } => {
+                let target = Target::Value(format!("v{v}"));
+                let key = keys[*key as usize];
+                let a = plain.release(key, &target, now).is_ok();
+                let b = with_ghosts.release(key, &target, now).is_ok();
+                prop_assert_eq!(a, b, "{:?}", op);
+            }
+            Op::Renew { .. } | Op::Release { .. } => {}
+            Op::Advance(dt) => {
+                now += dt;
+                plain.advance(now);
+                with_ghosts.advance(now);
+            }
+        }
+        for key in keys {
+            prop_assert_eq!(
+                shape(&mut plain, key, now),
+                shape(&mut with_ghosts, key, now),
+                "{} after {:?}",
+                key,
+                op
+            );
+        }
+        prop_assert_eq!(plain.waiter_count(), with_ghosts.waiter_count());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #[test]
+    fn uninformed_withdrawal_undoes_an_unheard_request(
+        ops in proptest::collection::vec(op(), 1..60),
+        extra in proptest::collection::vec((0usize..60, 0u8..3, prop_oneof![Just(None), (0u8..3).prop_map(Some)], prop_oneof![Just(0u64), Just(10)]), 1..6),
+    ) {
+        abandoned_requests_leave_no_trace(ops, extra)?;
     }
 }

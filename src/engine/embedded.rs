@@ -17,7 +17,7 @@ use super::{
     AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, LockEvent,
     Release, Renewal, Target, WaitStream, WaitUpdate,
     clock::Clock,
-    table::{Admission, LockTable, Notice, TableLimits, WaiterId},
+    table::{Admission, Departure, LockTable, Notice, TableLimits, WaiterId},
     types::FailReason,
 };
 use crate::store::{Journal, Snapshot};
@@ -37,9 +37,12 @@ enum Command {
     Acquire {
         spec: AcquireSpec,
         notices: mpsc::UnboundedSender<Notice>,
-        reply: Reply<(WaiterId, Admission)>,
+        reply: Reply<(Registration, Admission)>,
     },
-    Withdraw(WaiterId),
+    Withdraw {
+        waiter: WaiterId,
+        departure: Departure,
+    },
     Renew {
         key: String,
         target: Target,
@@ -118,6 +121,7 @@ impl EmbeddedEngine {
         let task = Driver {
             table,
             clock,
+            commands: commands.downgrade(),
             journal,
             index_ceiling: snapshot.index_ceiling,
             notices: HashMap::new(),
@@ -141,18 +145,18 @@ fn stopped() -> EngineError {
 #[async_trait]
 impl Engine for EmbeddedEngine {
     async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        // Going away is total: if this future is dropped before the reply
+        // comes, the reply (and the registration in it) is dropped with the
+        // channel, and the registration withdraws the request. The engine
+        // skips a command whose caller left before it was applied.
         let (notices, notice_rx) = mpsc::unbounded_channel();
-        let (waiter, admission) = self
+        let (registration, admission) = self
             .call(|reply| Command::Acquire {
                 spec,
                 notices,
                 reply,
             })
             .await?;
-        let guard = WithdrawGuard {
-            waiter,
-            commands: self.commands.clone(),
-        };
         let first = match admission {
             Admission::Granted(g) => WaitUpdate::Acquired(g),
             Admission::Queued {
@@ -169,33 +173,38 @@ impl Engine for EmbeddedEngine {
             first: Some(first),
             notices: notice_rx,
             done: false,
-            _guard: guard,
+            registration,
         };
         let stream = futures::stream::unfold(state, |mut st| async move {
             if st.done {
                 return None;
             }
-            if let Some(first) = st.first.take() {
-                return Some((Ok(first), st));
-            }
-            let item = match st.notices.recv().await {
-                Some(Notice::Granted(g)) => Ok(WaitUpdate::Acquired(g)),
-                Some(Notice::Ended { index, reason }) => {
-                    st.done = true;
-                    Ok(WaitUpdate::Ended { index, reason })
-                }
-                Some(Notice::Failed { index, reason }) => {
-                    st.done = true;
-                    Err(match reason {
-                        FailReason::TimedOut => EngineError::TimedOut,
-                        FailReason::Released => EngineError::ReleasedWhileQueued(index),
-                    })
-                }
-                None => {
-                    st.done = true;
-                    Err(stopped())
-                }
+            let item = match st.first.take() {
+                Some(first) => Ok(first),
+                None => match st.notices.recv().await {
+                    Some(Notice::Granted(g)) => Ok(WaitUpdate::Acquired(g)),
+                    Some(Notice::Ended { index, reason }) => {
+                        st.done = true;
+                        Ok(WaitUpdate::Ended { index, reason })
+                    }
+                    Some(Notice::Failed { index, reason }) => {
+                        st.done = true;
+                        Err(match reason {
+                            FailReason::TimedOut => EngineError::TimedOut,
+                            FailReason::Released => EngineError::ReleasedWhileQueued(index),
+                        })
+                    }
+                    None => {
+                        st.done = true;
+                        Err(stopped())
+                    }
+                },
             };
+            // The grant is heard the moment it is handed to the consumer of
+            // this stream; from then on the hold lives by its ttl alone.
+            if matches!(item, Ok(WaitUpdate::Acquired(_))) {
+                st.registration.informed = true;
+            }
             Some((item, st))
         });
         Ok(Box::pin(stream))
@@ -290,25 +299,39 @@ pub fn watch_stream(
     Box::pin(stream)
 }
 
-/// The state of one wait stream. The guard lives as long as the stream; on
-/// drop it withdraws the request.
+/// The state of one wait stream. The registration lives as long as the
+/// stream; on drop it withdraws the request.
 struct WaitState {
     first: Option<WaitUpdate>,
     notices: mpsc::UnboundedReceiver<Notice>,
     done: bool,
-    _guard: WithdrawGuard,
+    registration: Registration,
 }
 
-/// Withdraws a waiting request when its stream is dropped. Withdrawing a
-/// waiter that already ended or failed is a no-op, so it always fires.
-struct WithdrawGuard {
+/// A waiter the engine registered, owned by whoever must hear of it: first
+/// the reply on its way to the caller, then the caller's wait stream.
+/// Whenever it is dropped (reply undeliverable, caller's future dropped
+/// before it read the reply, stream dropped) it withdraws the waiter, saying
+/// whether the grant was heard. Withdrawing a waiter that already ended or
+/// failed is a no-op, so it always fires.
+struct Registration {
     waiter: WaiterId,
+    /// Set once the consumer of the wait stream was handed the grant.
+    informed: bool,
     commands: mpsc::UnboundedSender<Command>,
 }
 
-impl Drop for WithdrawGuard {
+impl Drop for Registration {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Withdraw(self.waiter));
+        let departure = if self.informed {
+            Departure::Informed
+        } else {
+            Departure::Uninformed
+        };
+        let _ = self.commands.send(Command::Withdraw {
+            waiter: self.waiter,
+            departure,
+        });
     }
 }
 
@@ -316,6 +339,9 @@ impl Drop for WithdrawGuard {
 struct Driver {
     table: LockTable,
     clock: Clock,
+    /// The driver's own command channel, for the registrations it hands out
+    /// (weak, so that the task ends when every handle is gone).
+    commands: mpsc::WeakUnboundedSender<Command>,
     journal: Option<Box<dyn Journal>>,
     /// Indexes below this are safe to hand out: the store keeps it.
     index_ceiling: u64,
@@ -415,17 +441,37 @@ impl Driver {
                 notices,
                 reply,
             } => {
-                let result = self.table.acquire(spec, now).map_err(EngineError::from);
-                if let Ok((waiter, _)) = &result {
-                    self.notices.insert(*waiter, notices);
+                // The caller left before the command was applied: nothing
+                // was done, so nothing needs undoing.
+                if reply.is_closed() {
+                    return;
                 }
+                let Some(commands) = self.commands.upgrade() else {
+                    // No handle is left, so no caller either.
+                    return;
+                };
+                let result = match self.table.acquire(spec, now) {
+                    Ok((waiter, admission)) => {
+                        self.notices.insert(waiter, notices);
+                        let registration = Registration {
+                            waiter,
+                            informed: false,
+                            commands,
+                        };
+                        Ok((registration, admission))
+                    }
+                    Err(e) => Err(EngineError::from(e)),
+                };
+                // If the caller is gone by the time the batch is durable,
+                // the undelivered reply drops its registration, which
+                // withdraws the waiter (and undoes a grant nobody heard).
                 deferred.push(Box::new(move || {
                     let _ = reply.send(result);
                 }));
             }
-            Command::Withdraw(waiter) => {
+            Command::Withdraw { waiter, departure } => {
                 self.notices.remove(&waiter);
-                self.table.withdraw(waiter, now);
+                self.table.withdraw(waiter, departure, now);
             }
             Command::Renew {
                 key,

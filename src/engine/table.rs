@@ -28,6 +28,21 @@ use super::types::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WaiterId(pub u64);
 
+/// What a request had heard when it went away. It decides whether a grant
+/// the request never heard of stands: a hold nobody learned of would
+/// otherwise live on (with ttl 0, forever) with nobody behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The request heard every notice it was sent, its grant included (or
+    /// it was never granted). A hold it heard of lives on by its ttl.
+    Informed,
+    /// The request went away before it heard that it was granted (its
+    /// reply or its grant notice was never delivered). If nobody else on
+    /// the entry heard of the grant either, the hold is undone, as if the
+    /// request had been withdrawn a moment earlier.
+    Uninformed,
+}
+
 /// The table's own bounds; the service layer bounds key and value sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableLimits {
@@ -167,6 +182,9 @@ struct Entry {
     /// Before acquisition: the requests keeping the entry alive. After: the
     /// requests still listening for the end of the hold.
     waiters: Vec<WaiterId>,
+    /// Someone outside learned of the hold: a waiter heard its grant, or a
+    /// renew named it. A hold nobody heard of dies with its last waiter.
+    heard: bool,
 }
 
 #[derive(Debug, Default)]
@@ -246,6 +264,7 @@ impl LockTable {
                         deadline: h.deadline,
                     }),
                     waiters: Vec::new(),
+                    heard: true,
                 },
             );
             table.key_of_index.insert(h.index, h.key);
@@ -362,6 +381,7 @@ impl LockTable {
                 queued_at: now,
                 hold: None,
                 waiters: vec![waiter],
+                heard: false,
             },
         );
         self.key_of_index.insert(index, spec.key.clone());
@@ -435,10 +455,13 @@ impl LockTable {
         ))
     }
 
-    /// The request went away (disconnect, cancelled stream). Before
-    /// acquisition its entry dies with its last waiter; after, nothing
-    /// changes but that nobody listens. Unknown waiters are ignored.
-    pub fn withdraw(&mut self, waiter: WaiterId, now: UnixMillis) {
+    /// The request went away (disconnect, cancelled stream, dropped
+    /// future). Before acquisition its entry dies with its last waiter.
+    /// After, a hold somebody heard of lives on by its ttl and nothing
+    /// changes but that nobody listens; a hold nobody heard of
+    /// ([`Departure::Uninformed`] from every waiter) dies with its last
+    /// waiter and the next entry holds. Unknown waiters are ignored.
+    pub fn withdraw(&mut self, waiter: WaiterId, departure: Departure, now: UnixMillis) {
         self.advance(now);
         let now = self.now;
         let Some(w) = self.waiters.remove(&waiter) else {
@@ -446,6 +469,12 @@ impl LockTable {
         };
         if let Some(at) = w.timeout_at {
             self.timers.remove(&(at, Timer::WaitTimeout(waiter)));
+        }
+        if departure == Departure::Informed
+            && let Some(e) = self.entry_mut(&w.key, w.index)
+            && e.hold.is_some()
+        {
+            e.heard = true;
         }
         self.detach(&w.key, w.index, waiter, now);
     }
@@ -462,6 +491,10 @@ impl LockTable {
     ) -> Result<Renewal, TableError> {
         self.advance(now);
         let index = self.find(key, target)?;
+        // Whoever renews it knows of it: a hold renewed is a hold heard of.
+        if let Some(e) = self.entry_mut(key, index) {
+            e.heard = true;
+        }
         Ok(self.renew_entry(key, index, ttl_ms, self.now))
     }
 
@@ -602,13 +635,14 @@ impl LockTable {
         self.detach(&w.key, w.index, waiter, at);
     }
 
-    /// Takes `waiter` off its entry; a queued entry left with no waiter dies.
+    /// Takes `waiter` off its entry; a queued entry, or a hold nobody heard
+    /// of, left with no waiter dies.
     fn detach(&mut self, key: &str, index: u64, waiter: WaiterId, now: UnixMillis) {
         let Some(e) = self.entry_mut(key, index) else {
             return;
         };
         e.waiters.retain(|&w| w != waiter);
-        if e.hold.is_none() && e.waiters.is_empty() {
+        if e.waiters.is_empty() && (e.hold.is_none() || !e.heard) {
             self.remove_entry(key, index, Removal::Cancelled, now);
         }
     }
@@ -751,8 +785,12 @@ impl LockTable {
             self.out.records.push(Record::Removed { index });
         }
 
-        // Hand over at once, then report both steps with the new holder.
-        let grant = next_head.map(|next| (next, self.start_hold(key, next, now)));
+        // Hand over at once, then report both steps with the new holder. The
+        // new hold counts from now, the moment it is granted, not from
+        // `now` of the removal (an expiry's deadline): a timer that fires
+        // late must not shorten the next hold.
+        let granted_at = self.now.max(now);
+        let grant = next_head.map(|next| (next, self.start_hold(key, next, granted_at)));
         let kind = match removal {
             Removal::Released => EventKind::Released,
             Removal::Expired => EventKind::Expired,
@@ -769,7 +807,7 @@ impl LockTable {
             for w in waiters {
                 self.out.notices.push((w, Notice::Granted(grant)));
             }
-            self.emit(key, EventKind::Acquired, next, now);
+            self.emit(key, EventKind::Acquired, next, granted_at);
         }
     }
 
@@ -879,6 +917,77 @@ mod tests {
                 deadline: Some(200)
             })
         )));
+    }
+
+    #[test]
+    fn a_late_expiry_hands_over_with_a_full_ttl() {
+        let mut t = table();
+        t.acquire(spec("k", None, 100, None), 0).unwrap();
+        let (w2, _) = t.acquire(spec("k", None, 100, None), 1).unwrap();
+        t.take_output();
+        // The timer fires 40 ms after the deadline (a busy core, an fsync).
+        t.advance(140);
+        let h = t.holder_view("k").unwrap();
+        assert_eq!((h.index, h.acquired_at, h.deadline), (2, 140, Some(240)));
+        let out = t.take_output();
+        assert!(out.notices.contains(&(
+            w2,
+            Notice::Granted(Grant {
+                index: 2,
+                ttl_ms: 100,
+                deadline: Some(240)
+            })
+        )));
+        // The expiry itself is reported at the deadline, the grant at now.
+        let at: Vec<(EventKind, u64)> = out.events.iter().map(|e| (e.kind, e.at)).collect();
+        assert_eq!(
+            at,
+            vec![(EventKind::Expired, 100), (EventKind::Acquired, 140)]
+        );
+    }
+
+    #[test]
+    fn an_unheard_grant_dies_with_its_last_waiter() {
+        let mut t = table();
+        let (w1, _) = t.acquire(spec("k", None, 0, None), 0).unwrap();
+        let (w2, _) = t.acquire(spec("k", None, 0, None), 0).unwrap();
+        t.take_output();
+        // w1's reply never reached its caller: the hold is undone and w2,
+        // which is still waiting, holds.
+        t.withdraw(w1, Departure::Uninformed, 5);
+        assert_eq!(t.holder_view("k").unwrap().index, 2);
+        let out = t.take_output();
+        assert!(out.records.contains(&Record::Removed { index: 1 }));
+        assert!(out.notices.contains(&(
+            w2,
+            Notice::Granted(Grant {
+                index: 2,
+                ttl_ms: 0,
+                deadline: None
+            })
+        )));
+        // w2 heard it: the hold outlives its waiter.
+        t.withdraw(w2, Departure::Informed, 6);
+        assert_eq!(t.holder_view("k").unwrap().index, 2);
+    }
+
+    #[test]
+    fn a_grant_heard_by_one_joined_waiter_stands() {
+        let mut t = table();
+        let (a, _) = t.acquire(spec("k", Some("v"), 0, None), 0).unwrap();
+        let (b, _) = t.acquire(spec("k", Some("v"), 0, None), 0).unwrap();
+        t.withdraw(a, Departure::Informed, 1);
+        t.withdraw(b, Departure::Uninformed, 2);
+        assert_eq!(t.holder_view("k").unwrap().index, 1);
+    }
+
+    #[test]
+    fn a_renewed_hold_counts_as_heard() {
+        let mut t = table();
+        let (a, _) = t.acquire(spec("k", None, 0, None), 0).unwrap();
+        t.renew("k", &Target::Index(1), 1000, 1).unwrap();
+        t.withdraw(a, Departure::Uninformed, 2);
+        assert_eq!(t.holder_view("k").unwrap().index, 1);
     }
 
     #[test]

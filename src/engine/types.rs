@@ -168,7 +168,8 @@ pub enum EventKind {
     Released,
     /// The holder's deadline passed.
     Expired,
-    /// A queued entry lost its last waiter (timeout or disconnect).
+    /// A queued entry lost its last waiter (timeout or disconnect), or a
+    /// grant nobody heard of was undone when its last waiter went away.
     Cancelled,
 }
 
