@@ -83,7 +83,10 @@ async fn one_request(
             .await;
         }
         Surface::Gateway => {
-            let body = format!(r#"{{"key":"{key}","value":"{value}","ttlMs":"{}"}}"#, ttl_s * 1000);
+            let body = format!(
+                r#"{{"key":"{key}","value":"{value}","ttlMs":"{}"}}"#,
+                ttl_s * 1000
+            );
             http_and_hang_up(&addr, "POST /v1/lock/wait".into(), body, give_up).await;
         }
         Surface::ModV2 => {

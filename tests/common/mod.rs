@@ -8,6 +8,7 @@ use std::{
 };
 
 pub mod etcd;
+pub mod history;
 
 use baton::proto::v1::{
     self as pb, election_client::ElectionClient, lock_client::LockClient, release_request,
