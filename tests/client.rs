@@ -117,6 +117,41 @@ async fn lost_fires_when_someone_else_releases_the_lock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_dropped_as_its_grant_is_sent_leaves_no_hold() {
+    let server = Server::memory();
+    let c = client(&server).await;
+    for round in 0..20 {
+        let key = format!("abandoned/{round}");
+        let first = c.lock(&key).acquire().await.expect("first holder");
+        // A second request queues (with an hour's ttl: a hold that nobody
+        // releases would outlast the test) ...
+        let mut second = Box::pin(c.lock(&key).ttl(Duration::from_secs(3600)).acquire());
+        let deadline = std::time::Instant::now() + SOON;
+        loop {
+            // Poll the acquire a while so its request reaches the server.
+            tokio::select! {
+                biased;
+                _ = &mut second => panic!("the second request must queue"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            if c.status(&key).await.map(|s| s.queue.len()).ok() == Some(1) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the second request never queued"
+            );
+        }
+        // ... and is dropped just as the first release grants it, so its
+        // grant is on the wire with nobody left to read it.
+        first.release().await.expect("release");
+        drop(second);
+        let freed = eventually(SOON, || async { holder_index(&c, &key).await.is_none() }).await;
+        assert!(freed, "round {round}: an abandoned grant still holds {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_fails_and_leaves_nothing_queued() {
     let server = Server::memory();
     let c = client(&server).await;

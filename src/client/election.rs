@@ -68,6 +68,8 @@ impl CampaignBuilder {
             key: self.election.clone(),
             ttl: self.ttl,
             timeout: self.timeout,
+            // Every campaign has a name, and others may campaign with it.
+            joinable: true,
         };
         let ttl_ms = millis("ttl", self.ttl)?;
         let hold = hold::acquire(&self.client, want, |_, mut election, timeout_ms| {

@@ -67,6 +67,41 @@ pub(crate) struct Want {
     pub key: String,
     pub ttl: Duration,
     pub timeout: Option<Duration>,
+    /// The request has a value (or a candidate's name), so its entry may be
+    /// shared with other requests of the same value.
+    pub joinable: bool,
+}
+
+/// Covers the one window the server cannot: the caller drops the acquire
+/// future after the server sent the grant but before it arrived. The server
+/// counts a grant it sent as heard, so the hold would live until its ttl
+/// (forever with ttl 0). On drop before the acquire returned, this releases
+/// the entry by the index its `queued` step gave, best effort. A queued
+/// entry is withdrawn by the server anyway, so the release then finds
+/// nothing. An entry that others may share by value is left alone: its
+/// release would end their requests too.
+struct AbandonGuard {
+    client: Client,
+    key: String,
+    index: Option<u64>,
+    armed: bool,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let (true, Some(index)) = (self.armed, self.index) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, key) = (self.client.clone(), self.key.clone());
+        runtime.spawn(async move {
+            if let Err(e) = release(&client, &key, index).await {
+                tracing::debug!(%key, index, error = %e, "release of an abandoned request failed");
+            }
+        });
+    }
 }
 
 /// Waits until the request is granted, failing over to the next endpoint if
@@ -86,58 +121,96 @@ where
     let timeout_ms = want.timeout.map(|t| millis("timeout", t)).transpose()?;
     let started = Instant::now();
     let mut failovers = 0;
-    loop {
+    let mut abandon = AbandonGuard {
+        client: client.clone(),
+        key: want.key.clone(),
+        index: None,
+        armed: !want.joinable,
+    };
+    let outcome = loop {
         // What is left of the timeout after earlier attempts (0 stays 0).
         let left = match (want.timeout, timeout_ms) {
             (Some(t), Some(ms)) if ms > 0 => {
                 let left = t.saturating_sub(started.elapsed());
                 if left.is_zero() {
-                    return Err(timeout_error(&want));
+                    break Err(timeout_error(&want));
                 }
-                Some(millis("timeout", left)?)
+                millis("timeout", left).map(Some)
             }
-            (_, ms) => ms,
+            (_, ms) => Ok(ms),
         };
-        let mut steps = client
+        let left = match left {
+            Ok(left) => left,
+            Err(e) => break Err(e),
+        };
+        let steps = client
             .with_failover(|lock, election| open(lock, election, left))
             .await
             .map_err(|f| match f {
                 Failure::Status(s) => ClientError::from_wait_status(&s, &want.key, want.timeout),
                 Failure::Unavailable(e) => e,
-            })?;
-        let broke = loop {
+            });
+        let mut steps = match steps {
+            Ok(steps) => steps,
+            Err(e) => break Err(e),
+        };
+        let attempt = loop {
             match steps.next().await {
                 Some(Ok(Step::Queued { index, position })) => {
                     tracing::debug!(key = %want.key, index, position, "queued");
+                    abandon.index = Some(index);
                 }
                 Some(Ok(Step::Acquired { index })) => {
                     tracing::debug!(key = %want.key, index, "acquired");
-                    return Ok(Hold::start(client.clone(), &want, index, steps));
+                    break Attempt::Granted(Hold::start(client.clone(), &want, index, steps));
                 }
                 Some(Ok(Step::Ended { .. })) => {
-                    return Err(ClientError::Protocol(format!(
+                    break Attempt::Failed(ClientError::Protocol(format!(
                         "the wait for {:?} ended before it was granted",
                         want.key
                     )));
                 }
-                Some(Err(s)) if fails_over(&s) => break s,
+                Some(Err(s)) if fails_over(&s) => break Attempt::Broke(s),
                 Some(Err(s)) => {
-                    return Err(ClientError::from_wait_status(&s, &want.key, want.timeout));
+                    break Attempt::Failed(ClientError::from_wait_status(
+                        &s,
+                        &want.key,
+                        want.timeout,
+                    ));
                 }
                 None => {
-                    return Err(ClientError::Protocol(format!(
+                    break Attempt::Failed(ClientError::Protocol(format!(
                         "the wait for {:?} closed before it was granted",
                         want.key
                     )));
                 }
             }
         };
+        let broke = match attempt {
+            Attempt::Granted(hold) => break Ok(hold),
+            Attempt::Failed(e) => break Err(e),
+            Attempt::Broke(status) => status,
+        };
+        // The entry on the endpoint that broke is that server's to clean up.
+        abandon.index = None;
         failovers += 1;
         if failovers >= client.endpoint_count() {
-            return Err(client.unavailable(broke.message().to_owned()));
+            break Err(client.unavailable(broke.message().to_owned()));
         }
         tracing::warn!(key = %want.key, error = %broke.message(), "wait interrupted; trying the next endpoint");
-    }
+    };
+    // The caller hears the outcome: nothing is left to clean up for it.
+    abandon.armed = false;
+    outcome
+}
+
+/// How one attempt on one endpoint ended.
+enum Attempt {
+    Granted(Hold),
+    /// Final: the caller hears this error.
+    Failed(ClientError),
+    /// The endpoint became unavailable: try the next.
+    Broke(Status),
 }
 
 fn timeout_error(want: &Want) -> ClientError {

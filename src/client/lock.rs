@@ -81,6 +81,7 @@ impl LockBuilder {
             key: self.key.clone(),
             ttl: self.ttl,
             timeout: self.timeout,
+            joinable: !self.value.is_empty(),
         };
         let ttl_ms = super::error::millis("ttl", self.ttl)?;
         let hold = hold::acquire(&self.client, want, |mut lock, _, timeout_ms| {
