@@ -260,3 +260,23 @@ pub async fn watch(
     .expect("watch")
     .into_inner()
 }
+
+/// Polls `check` every 20 ms, without an async runtime, until it is true or
+/// `within` passes.
+pub fn eventually_sync(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// How many entries wait behind the holder of `key` (`/v1/lock/get`).
+pub fn queue_len(addr: &str, key: &str) -> usize {
+    let r = curl(addr, &[&format!("http://ADDR/v1/lock/get?key={key}")]);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    v["queue"].as_array().map_or(0, Vec::len)
+}
