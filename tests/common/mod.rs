@@ -32,8 +32,13 @@ impl Server {
 
     /// Starts `baton --listen 127.0.0.1:0 ARGS...` and waits for it to listen.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts `baton --listen LISTEN ARGS...` and waits for it to listen.
+    pub fn start_on(listen: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -82,6 +87,11 @@ impl Server {
     /// An Election client on its own connection.
     pub async fn election(&self) -> ElectionClient<Channel> {
         ElectionClient::new(self.channel().await)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL (`kill -9`) and reaps it.
