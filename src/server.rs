@@ -85,6 +85,28 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
     }
 }
 
+/// Everything the port serves: gRPC, and HTTP as its fallback, behind the
+/// Host and Origin guard, for a server listening on `local`. Public so that
+/// tests can drive the same stack in process.
+pub fn app(
+    args: &ServeArgs,
+    service: Service,
+    local: std::net::SocketAddr,
+    tls: bool,
+) -> Result<axum::Router, ServerError> {
+    let http = http::router(service.clone(), &args.cors)?;
+    let app = grpc::routes(service)?
+        .prepare()
+        .into_axum_router()
+        .fallback_service(http);
+    // The Host and Origin checks come first, for gRPC and HTTP alike.
+    let guard = http::origin::Guard::new(&args.allowed_hosts, &args.cors, local, tls)?;
+    Ok(app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        http::origin::guard,
+    )))
+}
+
 /// Serves until `shutdown` is cancelled, then ends open streams and stops.
 pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServerError> {
     // Before anything opens files: every connection is one.
@@ -93,11 +115,6 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
     limits.max_connections = fdlimit::fit_connections(limits.max_connections, open_files);
     let engine = engine(&args)?;
     let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
-    let http = http::router(service.clone(), &args.cors)?;
-    let app = grpc::routes(service)?
-        .prepare()
-        .into_axum_router()
-        .fallback_service(http);
 
     // Checked before binding, so a bad file stops the server at start.
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
@@ -115,12 +132,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let local = listener.local_addr()?;
-    // The Host and Origin checks come first, for gRPC and HTTP alike.
-    let guard = http::origin::Guard::new(&args.allowed_hosts, &args.cors, local, tls.is_some())?;
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        Arc::new(guard),
-        http::origin::guard,
-    ));
+    let app = app(&args, service, local, tls.is_some())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         %local,
