@@ -89,7 +89,7 @@ fn mutations(key: &str, index: &str) -> Vec<Vec<String>> {
         v(&[
             "-X",
             "POST",
-            &format!("http://ADDR/v1/lock/wait"),
+            "http://ADDR/v1/lock/wait",
             "-d",
             &format!(r#"{{"key":"{key}-other2","ttlMs":"60000","timeoutMs":"0"}}"#),
         ]),
