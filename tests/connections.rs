@@ -318,3 +318,74 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+#[test]
+fn a_thousand_idle_connections_do_not_starve_the_server() {
+    // The issue's setup: open-files limit 1024, hard too (nothing to raise),
+    // 1,100 idle connections.
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 1024; exec {} --memory --listen 127.0.0.1:0 \
+                 --header-read-timeout-secs 1 --idle-timeout-secs 1",
+                env!("CARGO_BIN_EXE_baton")
+            ),
+        ])
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start baton under bash");
+    let stdout = child.stdout.take().expect("stdout");
+    let addr = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("baton listening on http://")
+                .map(str::to_owned)
+        })
+        .expect("baton listening");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let idle: Vec<TcpStream> = (0..1100)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() > 1024, "only {} connections opened", idle.len());
+    // The silent ones are closed within the timeout, and the server answers.
+    let healthy = common::eventually_sync(Duration::from_secs(6), || {
+        curl(&addr, &["--max-time", "1", "http://ADDR/health"]).status == 200
+    });
+    let mut closed = 0;
+    for mut tcp in idle {
+        let _ = tcp.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut buf = [0u8; 16];
+        let open = match tcp.read(&mut buf) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        if !open {
+            closed += 1;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap_or_default();
+    assert!(healthy, "/health did not answer; log: {log:?}");
+    assert!(
+        closed >= 1000,
+        "only {closed} of the idle connections were closed"
+    );
+    // Refusals are logged once per burst, not once per connection.
+    assert!(log.len() < 10, "the log spun: {} lines", log.len());
+}
