@@ -273,6 +273,9 @@ fn state_changing_routes_refuse_get_and_head() {
                 })
                 .unwrap_or_else(|| panic!("no Allow header: {r:?}"));
             assert_eq!(allow.trim(), "post", "{r:?}");
+            if method != ["-I"] {
+                assert_eq!(json(&r)["code"], 12, "the gateway's error body: {r:?}");
+            }
         }
     }
     assert_eq!(holder(&s, key).as_deref(), Some(index.as_str()));

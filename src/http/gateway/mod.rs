@@ -133,9 +133,9 @@ where
         }
     });
     let Some(message) = read else {
-        return router;
+        return router.fallback(method_not_allowed);
     };
-    router.get(
+    router.fallback(method_not_allowed).get(
         move |State(svc): State<Service>, RawQuery(q): RawQuery| async move {
             match from_query::<Req>(message, q.as_deref()) {
                 Ok(req) => respond(by_get(svc, req).await),
@@ -164,9 +164,9 @@ where
         },
     );
     let Some(message) = read else {
-        return router;
+        return router.fallback(method_not_allowed);
     };
-    router.get(
+    router.fallback(method_not_allowed).get(
         move |State(svc): State<Service>, headers: HeaderMap, RawQuery(q): RawQuery| async move {
             match from_query::<Req>(message, q.as_deref()) {
                 Ok(req) => stream_response(by_get(svc, req).await, &headers),
@@ -174,6 +174,15 @@ where
             }
         },
     )
+}
+
+/// A method the route does not have: 405 (axum adds `Allow`) with the
+/// gateway's error body, code UNIMPLEMENTED as grpc-gateway answers it.
+async fn method_not_allowed(method: http::Method) -> Response {
+    let mut r = GatewayError::new(Code::Unimplemented, format!("Method Not Allowed: {method}"))
+        .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
 }
 
 fn respond<T: Serialize>(result: Result<T, ServiceError>) -> Response {
