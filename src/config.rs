@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// silent clients cannot hold connections open.
     #[arg(long, env = "BATON_HEADER_READ_TIMEOUT_SECS", default_value_t = ConnLimits::default().header_read_timeout.as_secs())]
     pub header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending anything before the
+    /// request fails (a slow-body slowloris).
+    #[arg(long, env = "BATON_BODY_READ_TIMEOUT_SECS", default_value_t = ConnLimits::default().body_read_timeout.as_secs())]
+    pub body_read_timeout_secs: u64,
     /// Seconds an HTTP/1.1 keep-alive connection may stay open with no
     /// request in progress before it is closed.
     #[arg(long, env = "BATON_IDLE_TIMEOUT_SECS", default_value_t = ConnLimits::default().idle_timeout.as_secs())]
@@ -178,6 +182,7 @@ impl ServeArgs {
         use std::time::Duration;
         ConnLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
             max_connections: self.max_connections.max(1),
             keepalive_interval: Duration::from_secs(self.keepalive_interval_secs.max(1)),

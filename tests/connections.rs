@@ -389,3 +389,32 @@ fn a_thousand_idle_connections_do_not_starve_the_server() {
     // Refusals are logged once per burst, not once per connection.
     assert!(log.len() < 10, "the log spun: {} lines", log.len());
 }
+
+#[test]
+fn a_stalled_request_body_fails() {
+    let s = Server::start(&["--memory", "--body-read-timeout-secs", "1"]);
+    let mut tcp = connect(&s);
+    let start = Instant::now();
+    tcp.write_all(
+        b"POST /mod/v2/lock/slow?ttl=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nvalue=",
+    )
+    .expect("write");
+    // The body never finishes: the request fails instead of holding on.
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).expect("an answer");
+    let took = start.elapsed();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+    assert!(
+        took < Duration::from_secs(4),
+        "a stalled body held {took:?}"
+    );
+    assert_eq!(common::queue_len(&s.addr, "slow"), 0);
+    let r = curl(&s.addr, &["http://ADDR/mod/v2/lock/slow"]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, ""),
+        "nothing was acquired: {r:?}"
+    );
+}

@@ -7,6 +7,8 @@
 //!   request head within [`ConnLimits::header_read_timeout`] of the server
 //!   starting to wait for one (also the time a new connection gets to say
 //!   anything at all);
+//! - a body-read timeout: a request body that sends nothing for
+//!   [`ConnLimits::body_read_timeout`] fails (a slow-body slowloris);
 //! - an idle timeout for HTTP/1.1 keep-alive connections with no request in
 //!   progress. A request is in progress until its response body has been
 //!   sent, so a wait that blocks for hours, or a stream, is never cut;
@@ -44,6 +46,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{either::Either, sync::CancellationToken};
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 /// The transport's limits; each is a command-line flag (see
 /// [`ServeArgs::conn_limits`](crate::config::ServeArgs::conn_limits)).
@@ -52,6 +55,8 @@ pub struct ConnLimits {
     /// How long a request head may take to arrive, counted from when the
     /// server starts waiting for it.
     pub header_read_timeout: Duration,
+    /// How long a request body may go without sending anything.
+    pub body_read_timeout: Duration,
     /// How long an HTTP/1.1 connection may sit with no request in progress.
     pub idle_timeout: Duration,
     /// Connections served at once.
@@ -68,6 +73,7 @@ impl Default for ConnLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(15),
+            body_read_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             keepalive_interval: Duration::from_secs(30),
@@ -281,11 +287,13 @@ async fn serve_connection(c: Conn) {
     let (activity, quiet) = watch::channel(0usize);
     let activity = Arc::new(activity);
     let app = c.app;
+    let body_timeout = c.limits.body_read_timeout;
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let guard = InFlight::start(activity.clone());
         let app = app.clone();
         async move {
-            let response = app.oneshot(req.map(Body::new)).await?;
+            let req = req.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
+            let response = app.oneshot(req).await?;
             Ok::<_, std::convert::Infallible>(response.map(|body| {
                 Body::new(Tracked {
                     inner: body,
