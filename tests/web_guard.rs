@@ -435,3 +435,32 @@ async fn grpc_clients_by_ip_and_by_localhost_are_served() {
     let status = refused.expect_err("a foreign authority must be refused");
     assert!(status.message().contains("421"), "{status:?}");
 }
+
+#[test]
+fn grpcurl_by_ip_and_by_localhost_is_served_and_a_foreign_authority_is_not() {
+    let s = Server::memory();
+    let port = s.addr.rsplit(':').next().unwrap_or_default().to_owned();
+    let grpcurl = |args: &[&str]| {
+        std::process::Command::new("grpcurl")
+            .args(args)
+            .output()
+            .expect("grpcurl must be installed (scripts/install-test-deps.sh installs it)")
+    };
+    for target in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let out = grpcurl(&["-plaintext", &target, "list"]);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(listed.contains("baton.v1.Lock"), "{target}: {out:?}");
+    }
+    let out = grpcurl(&[
+        "-plaintext",
+        "-authority",
+        "attacker.example",
+        &s.addr,
+        "list",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("421"),
+        "{out:?}"
+    );
+}
