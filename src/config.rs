@@ -74,7 +74,7 @@ pub struct ServeArgs {
     pub cors: Vec<String>,
     /// Host names (or host:port) requests may be addressed to, comma-separated,
     /// `*` for any (a guard against DNS rebinding). Default on a loopback
-    /// --listen: localhost, 127.0.0.1, [::1] and the listen address, any
+    /// --listen: `localhost`, `127.0.0.1`, `[::1]` and the listen address, any
     /// port; on other addresses: any host.
     #[arg(long, env = "BATON_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
