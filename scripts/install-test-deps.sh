@@ -39,6 +39,10 @@ if ! node_ok; then
 fi
 node_ok || { echo "node >= 18 and npm did not install" >&2; exit 1; }
 
+# tests/dead_peer.rs makes a network namespace with a veth pair (iproute2).
+command -v ip >/dev/null 2>&1 || apt_install iproute2
+command -v ip >/dev/null || { echo "iproute2 did not install" >&2; exit 1; }
+
 # A real etcd for the etcd backend's tests and the benchmark's etcd targets.
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
 command -v etcd >/dev/null || { echo "etcd did not install (Debian package etcd-server)" >&2; exit 1; }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{embedded::EmbeddedConfig, table::TableLimits};
 use crate::etcd::EtcdConfig;
+use crate::server::accept::ConnLimits;
 use crate::service::ServiceLimits;
 
 /// baton: a fair lock and leader-election service (gRPC, JSON and etcd's
@@ -71,6 +72,37 @@ pub struct ServeArgs {
     /// Allowed CORS origins, comma-separated, `*` for any; none by default.
     #[arg(long, env = "BATON_CORS", value_delimiter = ',')]
     pub cors: Vec<String>,
+    /// Host names (or host:port) requests may be addressed to, comma-separated,
+    /// `*` for any (a guard against DNS rebinding). Default on a loopback
+    /// --listen: `localhost`, `127.0.0.1`, `[::1]` and the listen address, any
+    /// port; on other addresses: any host.
+    #[arg(long, env = "BATON_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a connection may take to send a complete request head
+    /// (counted from when the server starts waiting for one), so slow or
+    /// silent clients cannot hold connections open.
+    #[arg(long, env = "BATON_HEADER_READ_TIMEOUT_SECS", default_value_t = ConnLimits::default().header_read_timeout.as_secs())]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending anything before the
+    /// request fails (a slow-body slowloris).
+    #[arg(long, env = "BATON_BODY_READ_TIMEOUT_SECS", default_value_t = ConnLimits::default().body_read_timeout.as_secs())]
+    pub body_read_timeout_secs: u64,
+    /// Seconds an HTTP/1.1 keep-alive connection may stay open with no
+    /// request in progress before it is closed.
+    #[arg(long, env = "BATON_IDLE_TIMEOUT_SECS", default_value_t = ConnLimits::default().idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Open connections at most; beyond it new connections are closed at
+    /// once (lowered at start to fit the open-files limit).
+    #[arg(long, env = "BATON_MAX_CONNECTIONS", default_value_t = ConnLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds of silence after which the server checks that a client is
+    /// still there (HTTP/2 PING, TCP keep-alive probe).
+    #[arg(long, env = "BATON_KEEPALIVE_INTERVAL_SECS", default_value_t = ConnLimits::default().keepalive_interval.as_secs())]
+    pub keepalive_interval_secs: u64,
+    /// Seconds a client has to answer that check before its connection (and
+    /// every wait on it) is dropped.
+    #[arg(long, env = "BATON_KEEPALIVE_TIMEOUT_SECS", default_value_t = ConnLimits::default().keepalive_timeout.as_secs())]
+    pub keepalive_timeout_secs: u64,
     /// Longest key (lock or election name), in bytes.
     #[arg(long, env = "BATON_MAX_KEY_BYTES", default_value_t = ServiceLimits::default().max_key_bytes)]
     pub max_key_bytes: usize,
@@ -142,6 +174,19 @@ impl ServeArgs {
             max_value_bytes: self.max_value_bytes,
             max_ttl_ms: self.max_ttl_secs.saturating_mul(1000),
             max_streams: self.max_streams,
+        }
+    }
+
+    /// The transport's connection limits and timeouts.
+    pub fn conn_limits(&self) -> ConnLimits {
+        use std::time::Duration;
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            keepalive_interval: Duration::from_secs(self.keepalive_interval_secs.max(1)),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs.max(1)),
         }
     }
 

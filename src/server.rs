@@ -1,13 +1,14 @@
 //! The transport: one listener for gRPC (h2c, or h2 over [`tls`]) and
-//! HTTP/1.1 alike, clean shutdown on SIGINT/SIGTERM.
+//! HTTP/1.1 alike, clean shutdown on SIGINT/SIGTERM. [`accept`] serves the
+//! connections with their limits; [`fdlimit`] raises the open-files limit.
+
+pub mod accept;
+pub mod fdlimit;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{
-    Router,
-    serve::{Listener, ListenerExt},
-};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -17,7 +18,7 @@ use crate::{
     grpc, http,
     service::Service,
     store::redb_journal::RedbJournal,
-    tls::{self, TlsListener},
+    tls,
 };
 
 /// How long open connections get to finish after shutdown begins.
@@ -43,6 +44,9 @@ pub enum ServerError {
     /// `--cors` was malformed.
     #[error(transparent)]
     Cors(#[from] http::cors::CorsError),
+    /// `--allowed-hosts` was malformed.
+    #[error(transparent)]
+    Hosts(#[from] http::origin::HostListError),
     /// The chosen backend or store could not start.
     #[error("{0}")]
     Backend(String),
@@ -81,15 +85,36 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
     }
 }
 
-/// Serves until `shutdown` is cancelled, then ends open streams and stops.
-pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServerError> {
-    let engine = engine(&args)?;
-    let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
+/// Everything the port serves: gRPC, and HTTP as its fallback, behind the
+/// Host and Origin guard, for a server listening on `local`. Public so that
+/// tests can drive the same stack in process.
+pub fn app(
+    args: &ServeArgs,
+    service: Service,
+    local: std::net::SocketAddr,
+    tls: bool,
+) -> Result<axum::Router, ServerError> {
     let http = http::router(service.clone(), &args.cors)?;
     let app = grpc::routes(service)?
         .prepare()
         .into_axum_router()
         .fallback_service(http);
+    // The Host and Origin checks come first, for gRPC and HTTP alike.
+    let guard = http::origin::Guard::new(&args.allowed_hosts, &args.cors, local, tls)?;
+    Ok(app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        http::origin::guard,
+    )))
+}
+
+/// Serves until `shutdown` is cancelled, then ends open streams and stops.
+pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServerError> {
+    // Before anything opens files: every connection is one.
+    let open_files = fdlimit::raise_open_files_limit();
+    let mut limits = args.conn_limits();
+    limits.max_connections = fdlimit::fit_connections(limits.max_connections, open_files);
+    let engine = engine(&args)?;
+    let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
 
     // Checked before binding, so a bad file stops the server at start.
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
@@ -107,28 +132,28 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let local = listener.local_addr()?;
+    let app = app(&args, service, local, tls.is_some())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%local, backend = ?args.backend, %scheme, "baton listening");
+    tracing::info!(
+        %local,
+        backend = ?args.backend,
+        %scheme,
+        max_connections = limits.max_connections,
+        "baton listening"
+    );
     // A line for scripts and tests that start baton on port 0.
     println!("baton listening on {scheme}://{local}");
 
-    let served = match tls {
-        Some(config) => {
-            let listener = TlsListener::new(listener, config)?;
-            run(listener, app, &shutdown).await
-        }
-        None => {
-            // Without TCP_NODELAY a streamed gRPC reply can wait out the
-            // peer's delayed ACK (40 ms per round trip, measured with
-            // baton-bench).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            run(listener, app, &shutdown).await
-        }
-    };
+    let served = accept::run(
+        listener,
+        tls.map(TlsAcceptor::from),
+        app,
+        limits,
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    )
+    .await
+    .map_err(ServerError::from);
     // Open streams have ended by now; let the backend give up what only
     // they needed (the etcd backend's queued entries).
     if tokio::time::timeout(SHUTDOWN_GRACE, engine.shutdown())
@@ -138,32 +163,6 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         tracing::warn!("the backend did not finish shutting down in time");
     }
     served
-}
-
-/// Serves `app` on `listener` until `shutdown`, then gives open connections
-/// [`SHUTDOWN_GRACE`] to finish.
-async fn run<L>(listener: L, app: Router, shutdown: &CancellationToken) -> Result<(), ServerError>
-where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let stop = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop.cancelled().await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => return r.map_err(ServerError::from),
-        () = shutdown.cancelled() => {}
-    }
-    tracing::info!("shutting down");
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(r) => r.map_err(ServerError::from),
-        Err(_) => {
-            tracing::warn!("connections still open after the grace period; closing them");
-            Ok(())
-        }
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

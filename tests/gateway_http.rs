@@ -95,7 +95,9 @@ fn streams_as_ndjson_and_as_sse() {
                 "20",
                 "-H",
                 "Accept: text/event-stream",
-                "http://ADDR/v1/lock/wait?key=s&ttl_ms=500",
+                "http://ADDR/v1/lock/wait",
+                "-d",
+                r#"{"key":"s","ttl_ms":"500"}"#,
             ],
         )
     });

@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod modv2;
+pub mod origin;
 
 use axum::Router;
 

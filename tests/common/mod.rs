@@ -33,8 +33,13 @@ impl Server {
 
     /// Starts `baton --listen 127.0.0.1:0 ARGS...` and waits for it to listen.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts `baton --listen LISTEN ARGS...` and waits for it to listen.
+    pub fn start_on(listen: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -83,6 +88,11 @@ impl Server {
     /// An Election client on its own connection.
     pub async fn election(&self) -> ElectionClient<Channel> {
         ElectionClient::new(self.channel().await)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL (`kill -9`) and reaps it.
@@ -260,4 +270,24 @@ pub async fn watch(
     .await
     .expect("watch")
     .into_inner()
+}
+
+/// Polls `check` every 20 ms, without an async runtime, until it is true or
+/// `within` passes.
+pub fn eventually_sync(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// How many entries wait behind the holder of `key` (`/v1/lock/get`).
+pub fn queue_len(addr: &str, key: &str) -> usize {
+    let r = curl(addr, &[&format!("http://ADDR/v1/lock/get?key={key}")]);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    v["queue"].as_array().map_or(0, Vec::len)
 }

@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod openapi;
+mod query_fields;
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
@@ -38,54 +39,86 @@ pub fn router() -> Router<Service> {
     Router::new()
         .route(
             "/v1/lock/wait",
-            streaming(|s, r: pb::WaitRequest| async move { s.wait(r).await }),
+            streaming(None, |s, r: pb::WaitRequest| async move { s.wait(r).await }),
         )
         .route(
             "/v1/lock/renew",
-            unary(|s, r: pb::RenewRequest| async move { s.renew(r).await }),
+            unary(
+                None,
+                |s, r: pb::RenewRequest| async move { s.renew(r).await },
+            ),
         )
         .route(
             "/v1/lock/release",
-            unary(|s, r: pb::ReleaseRequest| async move { s.release(r).await }),
+            unary(None, |s, r: pb::ReleaseRequest| async move {
+                s.release(r).await
+            }),
         )
         .route(
             "/v1/lock/get",
-            unary(|s, r: pb::GetRequest| async move { s.get(r).await }),
+            unary(
+                Some("baton.v1.GetRequest"),
+                |s, r: pb::GetRequest| async move { s.get(r).await },
+            ),
         )
         .route(
             "/v1/lock/list",
-            unary(|s, r: pb::ListRequest| async move { s.list(r).await }),
+            unary(
+                Some("baton.v1.ListRequest"),
+                |s, r: pb::ListRequest| async move { s.list(r).await },
+            ),
         )
         .route(
             "/v1/lock/watch",
-            streaming(|s, r: pb::WatchRequest| async move { s.watch(r).await }),
+            streaming(
+                Some("baton.v1.WatchRequest"),
+                |s, r: pb::WatchRequest| async move { s.watch(r).await },
+            ),
         )
         .route(
             "/v1/election/campaign",
-            streaming(|s, r: pb::CampaignRequest| async move { s.campaign(r).await }),
+            streaming(None, |s, r: pb::CampaignRequest| async move {
+                s.campaign(r).await
+            }),
         )
         .route(
             "/v1/election/leader",
-            unary(|s, r: pb::LeaderRequest| async move { s.leader(r).await }),
+            unary(
+                Some("baton.v1.LeaderRequest"),
+                |s, r: pb::LeaderRequest| async move { s.leader(r).await },
+            ),
         )
         .route(
             "/v1/election/observe",
-            streaming(|s, r: pb::ObserveRequest| async move { s.observe(r).await }),
+            streaming(
+                Some("baton.v1.ObserveRequest"),
+                |s, r: pb::ObserveRequest| async move { s.observe(r).await },
+            ),
         )
         .route(
             "/v1/election/resign",
-            unary(|s, r: pb::ResignRequest| async move { s.resign(r).await }),
+            unary(
+                None,
+                |s, r: pb::ResignRequest| async move { s.resign(r).await },
+            ),
         )
         .route(
             "/v1/election/list",
-            unary(|s, r: pb::ListElectionsRequest| async move { s.list_elections(r).await }),
+            unary(
+                Some("baton.v1.ListElectionsRequest"),
+                |s, r: pb::ListElectionsRequest| async move { s.list_elections(r).await },
+            ),
         )
         .route("/v1/status", get(status))
         .route("/v1/openapi.json", get(openapi_document))
 }
 
-/// A unary RPC: `POST` with a JSON body, or `GET` with query parameters.
-fn unary<Req, Resp, F, Fut>(call: F) -> MethodRouter<Service>
+/// A unary RPC: `POST` with a JSON body; with `read` (the request
+/// message's full name) also `GET` with the fields as query parameters.
+/// Only RPCs that change nothing get `GET`: a browser sends GETs and HEADs
+/// across origins freely (links, images), so they must never act. Other
+/// methods get 405 with `Allow`.
+fn unary<Req, Resp, F, Fut>(read: Option<&'static str>, call: F) -> MethodRouter<Service>
 where
     Req: DeserializeOwned + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
@@ -93,15 +126,18 @@ where
     Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
 {
     let by_get = call.clone();
-    post(move |State(svc): State<Service>, body: Bytes| async move {
+    let router = post(move |State(svc): State<Service>, body: Bytes| async move {
         match from_body::<Req>(&body) {
             Ok(req) => respond(call(svc, req).await),
             Err(e) => e.into_response(),
         }
-    })
-    .get(
+    });
+    let Some(message) = read else {
+        return router.fallback(method_not_allowed);
+    };
+    router.fallback(method_not_allowed).get(
         move |State(svc): State<Service>, RawQuery(q): RawQuery| async move {
-            match from_query::<Req>(q.as_deref()) {
+            match from_query::<Req>(message, q.as_deref()) {
                 Ok(req) => respond(by_get(svc, req).await),
                 Err(e) => e.into_response(),
             }
@@ -109,8 +145,9 @@ where
     )
 }
 
-/// A server-streaming RPC: NDJSON, or SSE for `Accept: text/event-stream`.
-fn streaming<Req, Resp, F, Fut>(call: F) -> MethodRouter<Service>
+/// A server-streaming RPC: NDJSON, or SSE for `Accept: text/event-stream`;
+/// `GET` only for the reads (`read` as in [`unary`]).
+fn streaming<Req, Resp, F, Fut>(read: Option<&'static str>, call: F) -> MethodRouter<Service>
 where
     Req: DeserializeOwned + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
@@ -118,22 +155,34 @@ where
     Fut: Future<Output = Result<ServiceStream<Resp>, ServiceError>> + Send + 'static,
 {
     let by_get = call.clone();
-    post(
+    let router = post(
         move |State(svc): State<Service>, headers: HeaderMap, body: Bytes| async move {
             match from_body::<Req>(&body) {
                 Ok(req) => stream_response(call(svc, req).await, &headers),
                 Err(e) => e.into_response(),
             }
         },
-    )
-    .get(
+    );
+    let Some(message) = read else {
+        return router.fallback(method_not_allowed);
+    };
+    router.fallback(method_not_allowed).get(
         move |State(svc): State<Service>, headers: HeaderMap, RawQuery(q): RawQuery| async move {
-            match from_query::<Req>(q.as_deref()) {
+            match from_query::<Req>(message, q.as_deref()) {
                 Ok(req) => stream_response(by_get(svc, req).await, &headers),
                 Err(e) => e.into_response(),
             }
         },
     )
+}
+
+/// A method the route does not have: 405 (axum adds `Allow`) with the
+/// gateway's error body, code UNIMPLEMENTED as grpc-gateway answers it.
+async fn method_not_allowed(method: http::Method) -> Response {
+    let mut r = GatewayError::new(Code::Unimplemented, format!("Method Not Allowed: {method}"))
+        .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
 }
 
 fn respond<T: Serialize>(result: Result<T, ServiceError>) -> Response {
@@ -151,21 +200,27 @@ fn from_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, GatewayErr
         .map_err(|e| GatewayError::new(Code::InvalidArgument, format!("invalid JSON request: {e}")))
 }
 
-/// Query parameters as a JSON object: `true`/`false` become booleans, the
-/// rest strings (the proto3 JSON mapping accepts integers as strings).
-fn from_query<T: DeserializeOwned + Default>(query: Option<&str>) -> Result<T, GatewayError> {
+/// Query parameters as a JSON object, each value typed by the field of
+/// `message` it names: `true`/`false` become booleans only for bool fields,
+/// everything else stays a string (the proto3 JSON mapping accepts numbers
+/// as strings), so `?key=true` is the key "true", as by POST.
+fn from_query<T: DeserializeOwned + Default>(
+    message: &str,
+    query: Option<&str>,
+) -> Result<T, GatewayError> {
     let Some(query) = query.filter(|q| !q.is_empty()) else {
         return Ok(T::default());
     };
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
         GatewayError::new(Code::InvalidArgument, format!("invalid query string: {e}"))
     })?;
+    let bools = query_fields::bool_fields(message);
     let object: serde_json::Map<String, serde_json::Value> = pairs
         .into_iter()
         .map(|(k, v)| {
             let v = match v.as_str() {
-                "true" => serde_json::Value::Bool(true),
-                "false" => serde_json::Value::Bool(false),
+                "true" if bools.contains(k.as_str()) => serde_json::Value::Bool(true),
+                "false" if bools.contains(k.as_str()) => serde_json::Value::Bool(false),
                 _ => serde_json::Value::String(v),
             };
             (k, v)

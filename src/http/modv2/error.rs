@@ -26,7 +26,24 @@ pub enum Cause {
 }
 
 impl Cause {
-    fn name(self) -> &'static str {
+    /// The operation a request to `path` by `method` asks for; `Get` for
+    /// anything that names none (used by answers given before routing, such
+    /// as the cross-origin guard's).
+    pub fn of(method: &http::Method, path: &str) -> Self {
+        use http::Method;
+        let leader = path.starts_with("/mod/v2/leader/");
+        match *method {
+            Method::POST if !leader => Self::Acquire,
+            Method::PUT if leader => Self::Set,
+            Method::PUT => Self::Renew,
+            Method::DELETE if leader => Self::Delete,
+            Method::DELETE => Self::Release,
+            _ => Self::Get,
+        }
+    }
+
+    /// The name etcd's `cause` field gives the operation.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Acquire => "Acquire",
             Self::Renew => "Renew",
@@ -55,6 +72,21 @@ pub enum ModError {
     /// A lock not acquired (timeout, or released while queued): status 500
     /// with a plain-text message, as the original module answered.
     NotAcquired(String),
+    /// An etcd-coded error about the request itself rather than an
+    /// operation (an unknown route, a method the route does not have), whose
+    /// `cause` is the request path, as etcd gives the key in its errors.
+    Request {
+        /// etcd's error code.
+        code: u32,
+        /// The message.
+        message: String,
+        /// The request path.
+        cause: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The `Allow` header of a 405.
+        allow: Option<&'static str>,
+    },
 }
 
 impl ModError {
@@ -148,6 +180,40 @@ impl ModError {
         )
     }
 
+    /// 100 for a path under `/mod/v2` that is no lock or leader route.
+    pub fn no_route(path: &str) -> Self {
+        Self::Request {
+            code: 100,
+            message: "Key not found".into(),
+            cause: path.to_owned(),
+            status: StatusCode::NOT_FOUND,
+            allow: None,
+        }
+    }
+
+    /// 405 with `Allow`: the route has no such method. etcd has no code for
+    /// it; 210 (invalid request) is the closest.
+    pub fn method_not_allowed(method: &http::Method, path: &str, allow: &'static str) -> Self {
+        Self::Request {
+            code: 210,
+            message: format!("Method {method} is not allowed here (allowed: {allow})"),
+            cause: path.to_owned(),
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            allow: Some(allow),
+        }
+    }
+
+    /// A body that could not be read: 413 when it is too large, else 400.
+    pub fn body(cause: Cause, status: StatusCode, detail: &str) -> Self {
+        Self::etcd(210, format!("Invalid POST form: {detail}"), cause, status)
+    }
+
+    /// 403: a cross-origin request (a web page the user visits) refused
+    /// before it acts. etcd's code for a request it will not serve is 110.
+    pub fn forbidden(cause: Cause, reason: &str) -> Self {
+        Self::etcd(110, reason, cause, StatusCode::FORBIDDEN)
+    }
+
     /// Maps a service error onto the API's errors.
     pub fn from_service(e: ServiceError, cause: Cause) -> Self {
         match e {
@@ -187,22 +253,19 @@ impl IntoResponse for ModError {
                 message,
                 cause,
                 status,
+            } => etcd_body(code, &message, cause.name(), status),
+            Self::Request {
+                code,
+                message,
+                cause,
+                status,
+                allow,
             } => {
-                let mut body = serde_json::to_string(&Body {
-                    error_code: code,
-                    message: &message,
-                    cause: cause.name(),
-                    index: 0,
-                })
-                .unwrap_or_default();
-                body.push('\n');
-                let mut r = (status, body).into_response();
-                let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                h.insert("x-etcd-index", HeaderValue::from_static("0"));
+                let mut r = etcd_body(code, &message, &cause, status);
+                if let Some(allow) = allow {
+                    r.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                }
                 r
             }
             Self::NotAcquired(message) => (
@@ -213,4 +276,24 @@ impl IntoResponse for ModError {
                 .into_response(),
         }
     }
+}
+
+/// etcd's JSON error body and headers.
+fn etcd_body(code: u32, message: &str, cause: &str, status: StatusCode) -> Response {
+    let mut body = serde_json::to_string(&Body {
+        error_code: code,
+        message,
+        cause,
+        index: 0,
+    })
+    .unwrap_or_default();
+    body.push('\n');
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-etcd-index", HeaderValue::from_static("0"));
+    r
 }

@@ -9,7 +9,7 @@ pub mod params;
 use axum::{
     Router,
     body::Bytes,
-    extract::State,
+    extract::{State, rejection::BytesRejection},
     response::{IntoResponse, Response},
     routing::any,
 };
@@ -26,6 +26,26 @@ pub fn router() -> Router<Service> {
     Router::new()
         .route("/mod/v2/lock/{*key}", any(lock))
         .route("/mod/v2/leader/{*key}", any(leader))
+        .route("/mod/v2", any(no_route))
+        .route("/mod/v2/", any(no_route))
+        .route("/mod/v2/{*rest}", any(no_route))
+}
+
+/// Methods of `/mod/v2/lock/K`.
+const LOCK_METHODS: &str = "GET, HEAD, POST, PUT, DELETE";
+/// Methods of `/mod/v2/leader/K`.
+const LEADER_METHODS: &str = "GET, HEAD, PUT, DELETE";
+
+/// Anything under `/mod/v2` that is no lock or leader route: etcd's
+/// "Key not found", as JSON like every other error here.
+async fn no_route(uri: Uri) -> Response {
+    ModError::no_route(uri.path()).into_response()
+}
+
+/// The request body, or the error body saying why it could not be read
+/// (413 past the body limit).
+fn read_body(body: Result<Bytes, BytesRejection>, cause: Cause) -> Result<Bytes, ModError> {
+    body.map_err(|e| ModError::body(cause, e.status(), &e.body_text()))
 }
 
 /// A success: `text/plain; charset=utf-8`, no trailing newline.
@@ -43,15 +63,23 @@ fn key_of(uri: &Uri, prefix: &str, cause: Cause) -> Result<String, ModError> {
     params::decode_path(raw.as_bytes(), cause)
 }
 
-async fn lock(State(svc): State<Service>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn lock(
+    State(svc): State<Service>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let cause = match method {
         Method::POST => Cause::Acquire,
         Method::PUT => Cause::Renew,
         Method::DELETE => Cause::Release,
         Method::GET | Method::HEAD => Cause::Get,
-        _ => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        _ => {
+            return ModError::method_not_allowed(&method, uri.path(), LOCK_METHODS).into_response();
+        }
     };
     let result = async {
+        let body = read_body(body, cause)?;
         let key = key_of(&uri, "/mod/v2/lock/", cause)?;
         let p = Params::parse(uri.query(), &body, cause)?;
         match cause {
@@ -65,14 +93,23 @@ async fn lock(State(svc): State<Service>, method: Method, uri: Uri, body: Bytes)
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn leader(State(svc): State<Service>, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn leader(
+    State(svc): State<Service>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let cause = match method {
         Method::PUT => Cause::Set,
         Method::DELETE => Cause::Delete,
         Method::GET | Method::HEAD => Cause::Get,
-        _ => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        _ => {
+            return ModError::method_not_allowed(&method, uri.path(), LEADER_METHODS)
+                .into_response();
+        }
     };
     let result = async {
+        let body = read_body(body, cause)?;
         let key = key_of(&uri, "/mod/v2/leader/", cause)?;
         let p = Params::parse(uri.query(), &body, cause)?;
         match cause {
