@@ -90,6 +90,9 @@ impl Default for EmbeddedConfig {
 pub struct EmbeddedEngine {
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Arc<LockEvent>>,
+    halt: tokio_util::sync::CancellationToken,
+    /// Cancelled when the engine task has ended, whatever the reason.
+    finished: tokio_util::sync::CancellationToken,
 }
 
 impl EmbeddedEngine {
@@ -118,6 +121,8 @@ impl EmbeddedEngine {
         );
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
+        let halt = tokio_util::sync::CancellationToken::new();
+        let finished = tokio_util::sync::CancellationToken::new();
         let task = Driver {
             table,
             clock,
@@ -126,9 +131,33 @@ impl EmbeddedEngine {
             index_ceiling: snapshot.index_ceiling,
             notices: HashMap::new(),
             events: events.clone(),
+            halt: halt.clone(),
         };
-        tokio::spawn(task.run(rx));
-        Self { commands, events }
+        let done = finished.clone().drop_guard();
+        tokio::spawn(async move {
+            let _done = done;
+            task.run(rx).await;
+        });
+        Self {
+            commands,
+            events,
+            halt,
+            finished,
+        }
+    }
+
+    /// Resolves once the engine has stopped: halted, or a journal commit
+    /// failed (so nobody may hear of anything any more).
+    pub async fn stopped(&self) {
+        self.finished.cancelled().await;
+    }
+
+    /// Stops the engine at once, without another commit: every open wait
+    /// stream and every pending or later call fails with UNAVAILABLE. The
+    /// etcd backend's primary calls it the moment it may no longer be
+    /// primary, so that it answers nothing it could not stand behind.
+    pub fn halt(&self) {
+        self.halt.cancel();
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, EngineError> {
@@ -347,6 +376,8 @@ struct Driver {
     index_ceiling: u64,
     notices: HashMap<WaiterId, mpsc::UnboundedSender<Notice>>,
     events: broadcast::Sender<Arc<LockEvent>>,
+    /// Cancelled by [`EmbeddedEngine::halt`].
+    halt: tokio_util::sync::CancellationToken,
 }
 
 /// A reply held back until the batch it belongs to is durable.
@@ -362,6 +393,8 @@ impl Driver {
         loop {
             let wake = self.table.next_timer().map(|at| self.clock.instant_at(at));
             let first = tokio::select! {
+                biased;
+                () = self.halt.cancelled() => break,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Some(cmd),
                     None => break,
@@ -406,6 +439,16 @@ impl Driver {
             .await
             .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
             self.journal = Some(journal);
+            // Halted while the batch was being stored: answer nothing.
+            let result = result.and_then(|()| {
+                if self.halt.is_cancelled() {
+                    Err(crate::store::StoreError::Fenced(
+                        "the engine was halted".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            });
             if let Err(e) = result {
                 // Nobody may hear of what was not stored.
                 for (_, tx) in self.notices.drain() {

@@ -65,4 +65,21 @@ pub trait Engine: Send + Sync + 'static {
     async fn shutdown(&self) {}
     /// The backend's name for status pages: `embedded` or `etcd`.
     fn backend(&self) -> &'static str;
+    /// This process's part in a cluster, for status pages.
+    fn cluster(&self) -> ClusterView {
+        ClusterView {
+            role: "embedded",
+            primary_url: None,
+        }
+    }
+}
+
+/// What a process is in its cluster: `embedded` (one machine), or, over
+/// etcd, `primary`, `follower` or `electing`, with the primary's URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// `embedded`, `primary`, `follower` or `electing`.
+    pub role: &'static str,
+    /// The primary's advertised URL, when one is known.
+    pub primary_url: Option<String>,
 }

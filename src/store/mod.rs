@@ -32,6 +32,10 @@ pub enum StoreError {
     /// The blocking commit task could not run.
     #[error("commit task failed: {0}")]
     Task(String),
+    /// The journal refused the write because this process may no longer
+    /// write: another primary was elected (the etcd backend's fence).
+    #[error("fenced off: {0}")]
+    Fenced(String),
 }
 
 pub mod redb_journal;

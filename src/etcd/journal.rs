@@ -1,0 +1,536 @@
+//! The primary's journal in etcd: the embedded engine's [`Journal`], so
+//! that the one engine that runs the contract (the same table, the same
+//! driver) can keep its state in a replicated log instead of a local file.
+//!
+//! Layout under `--etcd-prefix` (`P`):
+//!
+//! - `P journal/log/<seq>`: one committed batch: the holds it created or
+//!   renewed, the indexes it removed, and the index ceiling. Written in one
+//!   transaction guarded by a compare on the primary's election key, so a
+//!   deposed primary can never write: that is what makes a batch durable
+//!   and fenced at once. A batch too large for one etcd request is written
+//!   as parts (`P journal/log/<seq>/<part>`) first, then its entry, which
+//!   names how many parts it has: a batch without its entry never counts.
+//! - `P journal/snap/<gen>/<chunk>` and `P journal/head`: a compacted copy
+//!   of every hold (chunks, each well below etcd's request size), and the
+//!   head naming the generation and the last batch it covers. Every
+//!   [`COMPACT_EVERY`] batches the primary writes a new generation and, in
+//!   the same guarded transaction as the new head, deletes the batches and
+//!   the generations it replaces, so the log stays short however long the
+//!   primary runs.
+//!
+//! A new primary restores from the head's generation and the batches after
+//! it. Only holds and the index ceiling are stored, as in the redb journal:
+//! queued requests die with their connections.
+//!
+//! Why not one etcd key per hold: a batch can hold thousands of records and
+//! etcd caps a transaction at `--max-txn-ops` (128 by default) operations;
+//! a log entry is one operation whatever the batch size.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+use serde::{Deserialize, Serialize};
+
+use super::error::EtcdError;
+use crate::engine::table::{HeldRecord, Record};
+use crate::store::{Journal, Snapshot, StoreError};
+
+/// Batches between two compactions.
+pub const COMPACT_EVERY: u64 = 1024;
+/// The largest value written in one request; etcd refuses requests over
+/// 1.5 MiB by default (`--max-request-bytes`).
+pub const MAX_PART_BYTES: usize = 1024 * 1024;
+
+/// The write guard: the primary's election key and the create revision it
+/// had when this process won. Another primary's key has another revision.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    /// The election key.
+    pub key: String,
+    /// Its create revision when this process won.
+    pub create_revision: i64,
+}
+
+impl Fence {
+    fn compare(&self) -> Compare {
+        Compare::create_revision(self.key.clone(), CompareOp::Equal, self.create_revision)
+    }
+}
+
+/// Where the journal's keys live.
+#[derive(Clone, Debug)]
+struct Keys {
+    log: String,
+    snap: String,
+    head: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Self {
+            log: format!("{prefix}journal/log/"),
+            snap: format!("{prefix}journal/snap/"),
+            head: format!("{prefix}journal/head"),
+        }
+    }
+
+    fn entry(&self, seq: u64) -> String {
+        format!("{}{seq:020}", self.log)
+    }
+
+    fn part(&self, seq: u64, part: usize) -> String {
+        format!("{}{seq:020}/{part:06}", self.log)
+    }
+
+    fn generation(&self, generation: u64) -> String {
+        format!("{}{generation:020}/", self.snap)
+    }
+}
+
+/// A hold as the journal stores it (short names: thousands go in a batch).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredHold {
+    k: String,
+    i: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    v: Option<String>,
+    t: u64,
+    a: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<u64>,
+}
+
+impl From<&HeldRecord> for StoredHold {
+    fn from(h: &HeldRecord) -> Self {
+        Self {
+            k: h.key.clone(),
+            i: h.index,
+            v: h.value.clone(),
+            t: h.ttl_ms,
+            a: h.acquired_at,
+            d: h.deadline,
+        }
+    }
+}
+
+impl From<StoredHold> for HeldRecord {
+    fn from(h: StoredHold) -> Self {
+        Self {
+            key: h.k,
+            index: h.i,
+            value: h.v,
+            ttl_ms: h.t,
+            acquired_at: h.a,
+            deadline: h.d,
+        }
+    }
+}
+
+/// One batch, or one part of a batch too large for one request. Holds are
+/// applied before removals; within a batch an index is never removed and
+/// then held again (indexes are never reused), so that order is the
+/// batch's order.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Batch {
+    /// The index ceiling after the batch.
+    c: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    h: Vec<StoredHold>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    r: Vec<u64>,
+    /// Parts written before this entry (0: the records are inline).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    parts: usize,
+}
+
+/// The head: which snapshot generation is current, and the last batch in it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Head {
+    generation: u64,
+    chunks: usize,
+    seq: u64,
+    ceiling: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The etcd journal of a primary. See the module docs.
+pub struct EtcdJournal {
+    client: Client,
+    keys: Keys,
+    fence: Fence,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+    /// The last batch written.
+    seq: u64,
+    /// The batches written since the last compaction.
+    since_compaction: u64,
+    /// Every hold, as the log says: what a compaction writes.
+    holds: BTreeMap<u64, HeldRecord>,
+    ceiling: u64,
+}
+
+impl std::fmt::Debug for EtcdJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdJournal")
+            .field("fence", &self.fence)
+            .field("seq", &self.seq)
+            .field("holds", &self.holds.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdJournal {
+    /// Reads the journal under `prefix` (the head's snapshot, then every
+    /// complete batch after it) and returns a journal that writes behind
+    /// `fence`, with the snapshot to restore the engine from. Call it from
+    /// within a tokio runtime: commits run on that runtime.
+    pub async fn open(
+        client: Client,
+        prefix: &str,
+        fence: Fence,
+        timeout: Duration,
+    ) -> Result<(Self, Snapshot), EtcdError> {
+        let keys = Keys::new(prefix);
+        let mut kv = client.kv_client();
+        let within = |d| move |_| EtcdError::Timeout(d);
+        let head: Head = match tokio::time::timeout(timeout, kv.get(keys.head.clone(), None))
+            .await
+            .map_err(within(timeout))??
+            .kvs()
+            .first()
+        {
+            Some(kv) => parse(&keys.head, kv.value())?,
+            None => Head::default(),
+        };
+        let mut holds = BTreeMap::new();
+        if head.chunks > 0 {
+            let generation = keys.generation(head.generation);
+            let resp = tokio::time::timeout(
+                timeout,
+                kv.get(generation.clone(), Some(GetOptions::new().with_prefix())),
+            )
+            .await
+            .map_err(within(timeout))??;
+            if resp.kvs().len() != head.chunks {
+                return Err(EtcdError::Corrupt {
+                    key: generation,
+                    reason: format!(
+                        "the head names {} chunks, {} are there",
+                        head.chunks,
+                        resp.kvs().len()
+                    ),
+                });
+            }
+            for kv in resp.kvs() {
+                let chunk: Vec<StoredHold> = parse(&generation, kv.value())?;
+                for h in chunk {
+                    holds.insert(h.i, HeldRecord::from(h));
+                }
+            }
+        }
+        let mut ceiling = head.ceiling;
+        let mut seq = head.seq;
+        // Every batch after the head, in order, with its parts.
+        let from = keys.entry(head.seq + 1);
+        let resp = tokio::time::timeout(
+            timeout,
+            kv.get(
+                from,
+                Some(
+                    GetOptions::new()
+                        .with_range(range_end(&keys.log))
+                        .with_sort(SortTarget::Key, SortOrder::Ascend),
+                ),
+            ),
+        )
+        .await
+        .map_err(within(timeout))??;
+        let mut parts: BTreeMap<u64, Vec<Batch>> = BTreeMap::new();
+        let mut entries: BTreeMap<u64, Batch> = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = kv.key_str().map_err(EtcdError::Client)?;
+            let rest = key.strip_prefix(&keys.log).unwrap_or_default();
+            let (seq_text, part) = match rest.split_once('/') {
+                Some((s, _)) => (s, true),
+                None => (rest, false),
+            };
+            let n: u64 = seq_text.parse().map_err(|_| EtcdError::Corrupt {
+                key: key.to_owned(),
+                reason: "not a batch number".into(),
+            })?;
+            let batch: Batch = parse(key, kv.value())?;
+            if part {
+                parts.entry(n).or_default().push(batch);
+            } else {
+                entries.insert(n, batch);
+            }
+        }
+        for (n, entry) in entries {
+            let mut batch_parts = parts.remove(&n).unwrap_or_default();
+            if batch_parts.len() != entry.parts {
+                // Parts without their entry would be an unfinished batch,
+                // which never counted; parts missing under an entry are not.
+                return Err(EtcdError::Corrupt {
+                    key: keys.entry(n),
+                    reason: format!(
+                        "the batch names {} parts, {} are there",
+                        entry.parts,
+                        batch_parts.len()
+                    ),
+                });
+            }
+            batch_parts.push(entry);
+            for b in batch_parts {
+                apply(&mut holds, &mut ceiling, b);
+            }
+            seq = n;
+        }
+        let snapshot = Snapshot {
+            holds: holds.values().cloned().collect(),
+            index_ceiling: ceiling,
+        };
+        // Parts with no entry are a batch a dead primary never finished: it
+        // never counted, and its number is about to be used again.
+        let orphans: Vec<TxnOp> = parts
+            .keys()
+            .map(|&n| {
+                let parts = format!("{}/", keys.entry(n));
+                TxnOp::delete(
+                    parts.clone(),
+                    Some(DeleteOptions::new().with_range(range_end(&parts))),
+                )
+            })
+            .collect();
+        let journal = Self {
+            client,
+            keys,
+            fence,
+            runtime: tokio::runtime::Handle::current(),
+            timeout,
+            seq,
+            since_compaction: 0,
+            holds,
+            ceiling,
+        };
+        if !orphans.is_empty() {
+            journal
+                .guarded(orphans)
+                .await
+                .map_err(|e| EtcdError::Contention(e.to_string()))?;
+        }
+        Ok((journal, snapshot))
+    }
+
+    /// Writes the next batch behind the fence.
+    async fn write(&mut self, records: &[Record], ceiling: u64) -> Result<(), StoreError> {
+        let mut batch = Batch {
+            c: ceiling,
+            ..Batch::default()
+        };
+        for r in records {
+            match r {
+                Record::Held(h) => batch.h.push(StoredHold::from(h)),
+                Record::Removed { index } => batch.r.push(*index),
+            }
+        }
+        let seq = self.seq + 1;
+        let mut value = encode(&batch)?;
+        if value.len() > MAX_PART_BYTES {
+            // Too large for one request: parts first, then the entry that
+            // makes them count.
+            let parts = split(batch);
+            let count = parts.len();
+            for (i, part) in parts.into_iter().enumerate() {
+                self.guarded(vec![TxnOp::put(
+                    self.keys.part(seq, i),
+                    encode(&part)?,
+                    None,
+                )])
+                .await?;
+            }
+            value = encode(&Batch {
+                c: ceiling,
+                parts: count,
+                ..Batch::default()
+            })?;
+        }
+        self.guarded(vec![TxnOp::put(self.keys.entry(seq), value, None)])
+            .await?;
+        self.seq = seq;
+        for r in records {
+            match r {
+                Record::Held(h) => {
+                    self.holds.insert(h.index, h.clone());
+                }
+                Record::Removed { index } => {
+                    self.holds.remove(index);
+                }
+            }
+        }
+        self.ceiling = ceiling;
+        self.since_compaction += 1;
+        if self.since_compaction >= COMPACT_EVERY {
+            self.compact().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every hold as a new snapshot generation and moves the head to
+    /// it, dropping the batches and generations it replaces.
+    pub async fn compact(&mut self) -> Result<(), StoreError> {
+        let generation = self.seq;
+        let prefix = self.keys.generation(generation);
+        let holds: Vec<StoredHold> = self.holds.values().map(StoredHold::from).collect();
+        let mut chunks = 0;
+        for chunk in chunk_holds(holds)? {
+            self.guarded(vec![TxnOp::put(
+                format!("{prefix}{chunks:06}"),
+                chunk,
+                None,
+            )])
+            .await?;
+            chunks += 1;
+        }
+        let head = Head {
+            generation,
+            chunks,
+            seq: self.seq,
+            ceiling: self.ceiling,
+        };
+        self.guarded(vec![
+            TxnOp::put(self.keys.head.clone(), encode(&head)?, None),
+            // Batches up to and including seq (their parts sort among them).
+            TxnOp::delete(
+                self.keys.log.clone(),
+                Some(DeleteOptions::new().with_range(self.keys.entry(self.seq + 1))),
+            ),
+            // Older generations.
+            TxnOp::delete(
+                self.keys.snap.clone(),
+                Some(DeleteOptions::new().with_range(self.keys.generation(generation))),
+            ),
+            // Newer ones (left by an earlier primary that died mid-way).
+            TxnOp::delete(
+                self.keys.generation(generation + 1),
+                Some(DeleteOptions::new().with_range(range_end(&self.keys.snap))),
+            ),
+        ])
+        .await?;
+        self.since_compaction = 0;
+        Ok(())
+    }
+
+    /// One transaction, applied only while the fence holds.
+    async fn guarded(&self, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+        let txn = Txn::new().when([self.fence.compare()]).and_then(ops);
+        let mut kv = self.client.kv_client();
+        let resp = tokio::time::timeout(self.timeout, kv.txn(txn))
+            .await
+            .map_err(|_| {
+                StoreError::Database(format!("etcd did not answer within {:?}", self.timeout))
+            })?
+            .map_err(|e| StoreError::Database(format!("etcd: {e}")))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced(format!(
+                "{} no longer has create revision {}: another primary was elected",
+                self.fence.key, self.fence.create_revision
+            )))
+        }
+    }
+}
+
+impl Journal for EtcdJournal {
+    fn commit(&mut self, records: &[Record], index_ceiling: u64) -> Result<(), StoreError> {
+        // The driver calls this on a blocking thread, which may wait on the
+        // runtime it came from.
+        let runtime = self.runtime.clone();
+        runtime.block_on(self.write(records, index_ceiling))
+    }
+}
+
+fn apply(holds: &mut BTreeMap<u64, HeldRecord>, ceiling: &mut u64, b: Batch) {
+    for h in b.h {
+        holds.insert(h.i, HeldRecord::from(h));
+    }
+    for i in b.r {
+        holds.remove(&i);
+    }
+    *ceiling = (*ceiling).max(b.c);
+}
+
+/// Splits a batch into parts that each encode below [`MAX_PART_BYTES`].
+fn split(batch: Batch) -> Vec<Batch> {
+    // A hold encodes in well under 9 KiB (key and value are bounded by
+    // --max-key-bytes and --max-value-bytes, 4 KiB each by default), an
+    // index in at most 21 bytes: 100 holds or 20,000 indexes a part.
+    let mut parts = Vec::new();
+    for h in batch.h.chunks(100) {
+        parts.push(Batch {
+            c: batch.c,
+            h: h.to_vec(),
+            ..Batch::default()
+        });
+    }
+    for r in batch.r.chunks(20_000) {
+        parts.push(Batch {
+            c: batch.c,
+            r: r.to_vec(),
+            ..Batch::default()
+        });
+    }
+    parts
+}
+
+/// The holds in chunks of at most [`MAX_PART_BYTES`] each.
+fn chunk_holds(holds: Vec<StoredHold>) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    let mut current: Vec<StoredHold> = Vec::new();
+    let mut size = 2;
+    for h in holds {
+        let len = serde_json::to_vec(&h)
+            .map_err(|e| StoreError::Database(e.to_string()))?
+            .len()
+            + 1;
+        if size + len > MAX_PART_BYTES && !current.is_empty() {
+            out.push(encode(&std::mem::take(&mut current))?);
+            size = 2;
+        }
+        size += len;
+        current.push(h);
+    }
+    if !current.is_empty() {
+        out.push(encode(&current)?);
+    }
+    Ok(out)
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Database(format!("cannot encode: {e}")))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T, EtcdError> {
+    serde_json::from_slice(value).map_err(|e| EtcdError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The end of the range of keys that start with `prefix`.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

@@ -1,0 +1,185 @@
+//! The primary's election and its etcd journal, against a real etcd: one
+//! winner at a time, batches that come back on restore (inline, in parts,
+//! after compaction), a fence that refuses a deposed primary's writes, and
+//! a term that ends when the lease can no longer be kept.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use baton::engine::table::{HeldRecord, Record};
+use baton::etcd::{
+    journal::{EtcdJournal, MAX_PART_BYTES},
+    primary::Election,
+};
+use baton::store::{Journal, StoreError};
+use common::etcd::Etcd;
+use etcd_client::{Client, GetOptions};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn client(etcd: &Etcd) -> Client {
+    Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("connect to etcd")
+}
+
+fn held(index: u64, key: &str, value: Option<String>) -> HeldRecord {
+    HeldRecord {
+        key: key.into(),
+        index,
+        value,
+        ttl_ms: 60_000,
+        acquired_at: 1_000 + index,
+        deadline: Some(61_000 + index),
+    }
+}
+
+/// Commits on a blocking thread, as the engine's driver does.
+async fn commit(
+    mut journal: EtcdJournal,
+    records: Vec<Record>,
+    ceiling: u64,
+) -> (EtcdJournal, Result<(), StoreError>) {
+    tokio::task::spawn_blocking(move || {
+        let r = journal.commit(&records, ceiling);
+        (journal, r)
+    })
+    .await
+    .expect("commit task")
+}
+
+fn sorted(mut holds: Vec<HeldRecord>) -> Vec<HeldRecord> {
+    holds.sort_by_key(|h| h.index);
+    holds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_primary_at_a_time_and_the_journal_survives_it() {
+    let etcd = Etcd::start();
+    let c = client(&etcd).await;
+    let a = Election::new(c.clone(), "/j/", 5, TIMEOUT);
+    let b = Election::new(client(&etcd).await, "/j/", 5, TIMEOUT);
+    let term_a = a
+        .try_win("http://a:1")
+        .await
+        .expect("etcd")
+        .expect("a wins");
+    assert!(
+        b.try_win("http://b:1").await.expect("etcd").is_none(),
+        "b must lose while a holds"
+    );
+    let (now, _) = b.current().await.expect("etcd");
+    assert_eq!(now.expect("a primary").url, "http://a:1");
+
+    // A's journal: batches, one of them too large for one etcd request.
+    let (journal, snapshot) = EtcdJournal::open(c.clone(), "/j/", term_a.fence.clone(), TIMEOUT)
+        .await
+        .expect("open");
+    assert!(snapshot.holds.is_empty());
+    let (journal, r) = commit(
+        journal,
+        vec![
+            Record::Held(held(1, "x", None)),
+            Record::Held(held(2, "y", Some("v".into()))),
+        ],
+        1025,
+    )
+    .await;
+    r.expect("first batch");
+    let (journal, r) = commit(journal, vec![Record::Removed { index: 1 }], 1025).await;
+    r.expect("second batch");
+    let big: Vec<Record> = (10..1510)
+        .map(|i| Record::Held(held(i, &format!("big/{i}"), Some("x".repeat(1000)))))
+        .collect();
+    let mut want: Vec<HeldRecord> = vec![held(2, "y", Some("v".into()))];
+    want.extend((10..1510).map(|i| held(i, &format!("big/{i}"), Some("x".repeat(1000)))));
+    let (mut journal, r) = commit(journal, big, 4000).await;
+    r.expect("a batch of 1.5 MB goes in parts");
+    let parts = c
+        .clone()
+        .get(
+            "/j/journal/log/",
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("etcd")
+        .kvs()
+        .len();
+    assert!(
+        parts > 3,
+        "the large batch was written in parts ({parts} log keys); MAX_PART_BYTES is {MAX_PART_BYTES}"
+    );
+
+    let (_, restored) = EtcdJournal::open(c.clone(), "/j/", term_a.fence.clone(), TIMEOUT)
+        .await
+        .expect("reopen");
+    assert_eq!(sorted(restored.holds), want);
+    assert_eq!(restored.index_ceiling, 4000);
+
+    // Compaction keeps the state and empties the log.
+    journal.compact().await.expect("compact");
+    let log = c
+        .clone()
+        .get(
+            "/j/journal/log/",
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("etcd")
+        .kvs()
+        .len();
+    assert_eq!(log, 0, "compaction leaves no batch behind");
+    let (journal, r) = commit(journal, vec![Record::Removed { index: 2 }], 4000).await;
+    r.expect("a batch after compaction");
+    let (_, restored) = EtcdJournal::open(c.clone(), "/j/", term_a.fence.clone(), TIMEOUT)
+        .await
+        .expect("reopen after compaction");
+    assert_eq!(sorted(restored.holds), want[1..].to_vec());
+
+    // A resigns; B wins a new term, and A's journal can no longer write.
+    a.resign(&term_a).await;
+    assert!(term_a.is_lost());
+    let term_b = b
+        .try_win("http://b:1")
+        .await
+        .expect("etcd")
+        .expect("b wins now");
+    assert_ne!(term_b.fence.create_revision, term_a.fence.create_revision);
+    let (_, r) = commit(journal, vec![Record::Removed { index: 10 }], 4000).await;
+    assert!(
+        matches!(r, Err(StoreError::Fenced(_))),
+        "a deposed primary's write must be refused, got {r:?}"
+    );
+    let (journal_b, restored) = EtcdJournal::open(c.clone(), "/j/", term_b.fence.clone(), TIMEOUT)
+        .await
+        .expect("b opens");
+    assert_eq!(
+        restored.holds.len(),
+        1500,
+        "the refused write changed nothing"
+    );
+    let (_, r) = commit(journal_b, vec![Record::Removed { index: 10 }], 4000).await;
+    r.expect("b writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_ends_before_its_lease_can_have_lapsed_when_etcd_is_gone() {
+    let mut etcd = Etcd::start();
+    let c = client(&etcd).await;
+    let e = Election::new(c, "/l/", 2, Duration::from_secs(1));
+    let term = e.try_win("http://a:1").await.expect("etcd").expect("wins");
+    // Kept alive well past its ttl while etcd is up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!term.is_lost(), "the lease must be kept alive");
+    etcd.stop();
+    let stopped = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), term.lost())
+        .await
+        .expect("the term must end once the lease cannot be renewed");
+    let after = stopped.elapsed();
+    assert!(
+        after <= Duration::from_millis(2_100),
+        "the term ended {after:?} after etcd went away; the lease (2 s) may have lapsed by then"
+    );
+}
