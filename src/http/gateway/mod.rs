@@ -109,6 +109,13 @@ pub fn router() -> Router<Service> {
                 |s, r: pb::ListElectionsRequest| async move { s.list_elections(r).await },
             ),
         )
+        .route(
+            "/v1/status/get",
+            unary(
+                Some("baton.v1.StatusRequest"),
+                |s, r: pb::StatusRequest| async move { s.status(r).await },
+            ),
+        )
         .route("/v1/status", get(status))
         .route("/v1/openapi.json", get(openapi_document))
 }
@@ -304,15 +311,17 @@ struct Status {
 }
 
 async fn status(State(svc): State<Service>) -> Response {
-    match svc.stats().await {
-        Ok(stats) => Json(Status {
+    // The same answer as `Status.Get`, with numbers as JSON numbers (the
+    // canonical mapping would quote uint64s) so the dashboard's reader stays.
+    match svc.status(pb::StatusRequest {}).await {
+        Ok(st) => Json(Status {
             version: env!("CARGO_PKG_VERSION"),
             backend: svc.backend(),
-            uptime_ms: svc.uptime().as_millis() as u64,
-            open_streams: svc.open_streams() as u64,
-            keys: stats.keys,
-            entries: stats.entries,
-            waiters: stats.waiters,
+            uptime_ms: st.uptime_ms,
+            open_streams: st.open_streams,
+            keys: st.keys,
+            entries: st.entries,
+            waiters: st.waiters,
         })
         .into_response(),
         Err(e) => GatewayError::from(e).into_response(),
