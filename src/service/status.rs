@@ -9,7 +9,10 @@ impl Service {
     /// Status.Get: version, backend, the engine's counts, open streams and
     /// uptime. `role` says `embedded` for the embedded backend; the etcd
     /// backend's role and primary URL are left for it to fill.
-    pub async fn status(&self, _req: pb::StatusRequest) -> Result<pb::StatusResponse, ServiceError> {
+    pub async fn status(
+        &self,
+        _req: pb::StatusRequest,
+    ) -> Result<pb::StatusResponse, ServiceError> {
         let stats = self.stats().await?;
         let backend = self.backend();
         Ok(pb::StatusResponse {
