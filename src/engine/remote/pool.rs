@@ -10,7 +10,11 @@
 //! server's cap, so unary calls sharing the connection never queue behind
 //! waiters), and each stream goes on the least loaded connection. 10,000
 //! waiters take 100 connections, which is cheap next to their streams and
-//! needs no change on the primary, whatever its own setting.
+//! needs no change on the primary, whatever its own setting. Measured in
+//! `tests/remote_engine.rs`: on one connection 200 streams open and the
+//! 201st waits; through the pool 10,000 waiters queue in 3.8 s (debug
+//! build) over 101 connections. Connections are never closed while the
+//! pool lives: idle ones cost a ping every keep-alive interval.
 
 use std::sync::{
     Arc, Mutex,
