@@ -8,7 +8,11 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["baton/v1/lock.proto", "baton/v1/election.proto"];
+const PROTOS: &[&str] = &[
+    "baton/v1/lock.proto",
+    "baton/v1/election.proto",
+    "baton/v1/status.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

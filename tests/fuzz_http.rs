@@ -94,6 +94,7 @@ const ROUTES: &[&str] = &[
     "/v1/election/observe",
     "/v1/election/resign",
     "/v1/election/list",
+    "/v1/status/get",
     "/v1/status",
     "/v1/openapi.json",
     "/v1/",

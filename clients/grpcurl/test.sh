@@ -144,7 +144,7 @@ wait_for() {
 # --- reflection and health --------------------------------------------------
 g "$TMP/list" "$ADDR" list; rc=$?
 check_rc "list services through reflection" "$TMP/list" 0 $rc
-for svc in baton.v1.Lock baton.v1.Election grpc.health.v1.Health; do
+for svc in baton.v1.Lock baton.v1.Election baton.v1.Status grpc.health.v1.Health; do
   if grep -qx "$svc" "$TMP/list"; then pass "reflection lists $svc"; else fail "reflection lists $svc" "$TMP/list"; fi
 done
 
@@ -326,6 +326,11 @@ check_rc "Campaign without a name is InvalidArgument (exit 67)" "$TMP/noname" 67
 if wait_for "$TMP/observe" 'len(m) >= 3' 20; then pass "Observe sees the leader come and go"; else fail "Observe sees the leader come and go" "$TMP/observe"; fi
 check "Observe: nobody, n1, nobody" "$TMP/observe" \
   "[x.get('leader', {}).get('name') for x in m] == [None, 'n1', None] and m[1]['leader']['index'] == '$EIDX'"
+
+g "$TMP/status" -d '{}' "$ADDR" baton.v1.Status/Get; rc=$?
+check_rc "Status/Get succeeds" "$TMP/status" 0 $rc
+check "Status/Get names the backend and role" "$TMP/status" \
+  "m[0]['backend'] == 'embedded' and m[0]['role'] == 'embedded' and 'uptimeMs' in m[0]"
 
 # --- the server survived all of it ----------------------------------------------
 if kill -0 "$SERVER_PID" 2>/dev/null; then pass "server still running"; else fail "server still running" "$TMP/server.err"; fi

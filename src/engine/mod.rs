@@ -3,11 +3,13 @@
 //! The service layer talks only to [`Engine`]. The embedded backend
 //! ([`embedded`]) drives the clock-free [`table::LockTable`] from one tokio
 //! task and makes it durable through a [`store`](crate::store) journal; the
-//! etcd backend keeps the same contract on an etcd cluster.
+//! etcd backend keeps the same contract on an etcd cluster; its followers
+//! forward to the primary through [`remote`].
 
 pub mod clock;
 pub mod embedded;
 pub mod error;
+pub mod remote;
 pub mod table;
 pub mod types;
 

@@ -1,9 +1,10 @@
-//! The gRPC surface: tonic services for `baton.v1.Lock` and
-//! `baton.v1.Election`, plus server reflection (v1 and v1alpha, so grpcurl
+//! The gRPC surface: tonic services for `baton.v1.Lock`,
+//! `baton.v1.Election` and `baton.v1.Status`, plus server reflection (v1 and v1alpha, so grpcurl
 //! of any age lists the API) and the standard health service.
 
 mod election;
 mod lock;
+mod status;
 
 use futures::StreamExt;
 use tonic::{Response, Status};
@@ -32,6 +33,9 @@ pub fn routes(service: Service) -> Result<tonic::service::Routes, GrpcSetupError
         health_reporter
             .set_serving::<pb::election_server::ElectionServer<election::ElectionGrpc>>()
             .await;
+        health_reporter
+            .set_serving::<pb::status_server::StatusServer<status::StatusGrpc>>()
+            .await;
     });
     let mut routes = tonic::service::Routes::default();
     routes = routes
@@ -39,8 +43,11 @@ pub fn routes(service: Service) -> Result<tonic::service::Routes, GrpcSetupError
             service.clone(),
         )))
         .add_service(pb::election_server::ElectionServer::new(
-            election::ElectionGrpc(service),
+            election::ElectionGrpc(service.clone()),
         ))
+        .add_service(pb::status_server::StatusServer::new(status::StatusGrpc(
+            service,
+        )))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -7,6 +7,7 @@ pub mod election;
 pub mod error;
 pub mod lock;
 pub mod metrics;
+pub mod status;
 
 use std::{pin::Pin, sync::Arc};
 

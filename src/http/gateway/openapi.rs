@@ -98,7 +98,7 @@ pub fn document() -> Result<String, OpenApiError> {
         "info": {
             "title": "baton HTTP/JSON gateway",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Every RPC of baton.v1.Lock and baton.v1.Election as JSON over HTTP, in the canonical proto3 JSON mapping (64-bit integers are strings). GET with the request's fields as query parameters works too."
+            "description": "Every RPC of baton.v1.Lock, baton.v1.Election and baton.v1.Status as JSON over HTTP, in the canonical proto3 JSON mapping (64-bit integers are strings). GET with the request's fields as query parameters works too."
         },
         "paths": paths,
         "components": {"schemas": schemas}

@@ -1,0 +1,590 @@
+//! The forwarding engine against a real `baton --memory`: every `Engine`
+//! call through `RemoteEngine` must behave as the primary's own engine does,
+//! and going away must be total across the hop.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use baton::engine::{
+    AcquireSpec, EndReason, Engine, EngineError, EventKind, Target, WaitStream, WaitUpdate,
+    remote::{RemoteEngine, RemoteOptions},
+};
+use baton::proto::v1::status_client::StatusClient;
+use baton::service::ServiceError;
+use common::{Server, eventually};
+use futures::StreamExt;
+
+fn engine(s: &Server) -> RemoteEngine {
+    RemoteEngine::new(&s.url, RemoteOptions::default()).expect("engine")
+}
+
+fn spec(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> AcquireSpec {
+    AcquireSpec {
+        key: key.into(),
+        value: (!value.is_empty()).then(|| value.into()),
+        ttl_ms,
+        timeout_ms,
+    }
+}
+
+async fn next(s: &mut WaitStream) -> Result<WaitUpdate, EngineError> {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("wait stream stalled")
+        .expect("wait stream ended")
+}
+
+async fn acquire(e: &RemoteEngine, key: &str, value: &str, ttl_ms: u64) -> (WaitStream, u64) {
+    let mut s = e.wait(spec(key, value, ttl_ms, None)).await.expect("wait");
+    match next(&mut s).await {
+        Ok(WaitUpdate::Acquired(g)) => (s, g.index),
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+async fn queue(e: &RemoteEngine, key: &str, value: &str) -> (WaitStream, u64, u64) {
+    let mut s = e.wait(spec(key, value, 0, None)).await.expect("wait");
+    match next(&mut s).await {
+        Ok(WaitUpdate::Queued {
+            index, position, ..
+        }) => (s, index, position),
+        other => panic!("expected queued, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_error_maps_back_to_itself() {
+    // What the follower's service layer makes of the primary's status must
+    // be what the primary's service layer made of the engine error: same
+    // code, same message.
+    for e in [
+        EngineError::NotFound("no entry with index 3 on this key".into()),
+        EngineError::NotAcquired("held".into()),
+        EngineError::TimedOut,
+        EngineError::ReleasedWhileQueued(42),
+        EngineError::LimitReached("too many".into()),
+        EngineError::Lagged(7),
+        EngineError::Unavailable("down".into()),
+        EngineError::Internal("bug".into()),
+    ] {
+        let service = ServiceError::from(e.clone());
+        let status = tonic::Status::from(service.clone());
+        let back = baton::engine::remote::status::engine_error(&status, None);
+        assert_eq!(back, e);
+        assert_eq!(ServiceError::from(back), service);
+    }
+    // The index of the Queued step wins over the message.
+    let status = tonic::Status::aborted("released");
+    assert_eq!(
+        baton::engine::remote::status::engine_error(&status, Some(9)),
+        EngineError::ReleasedWhileQueued(9)
+    );
+}
+
+#[tokio::test]
+async fn queue_grants_in_order_and_ends_holds() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let (mut holder, h) = acquire(&e, "k", "", 0).await;
+    let (mut a, ai, ap) = queue(&e, "k", "").await;
+    let (mut b, bi, bp) = queue(&e, "k", "").await;
+    assert!(h < ai && ai < bi, "indexes rise: {h} {ai} {bi}");
+    assert_eq!((ap, bp), (1, 2));
+
+    let r = e.release("k", Target::Index(h)).await.expect("release");
+    assert_eq!((r.index, r.was_holder), (h, true));
+    assert_eq!(
+        next(&mut holder).await,
+        Ok(WaitUpdate::Ended {
+            index: h,
+            reason: EndReason::Released
+        })
+    );
+    assert!(holder.next().await.is_none(), "the stream ends after Ended");
+    match next(&mut a).await {
+        Ok(WaitUpdate::Acquired(g)) => assert_eq!((g.index, g.deadline), (ai, None)),
+        other => panic!("{other:?}"),
+    }
+    e.release("k", Target::Index(ai)).await.expect("release");
+    assert!(matches!(next(&mut b).await, Ok(WaitUpdate::Acquired(g)) if g.index == bi));
+
+    let view = e.get("k").await.expect("get");
+    assert_eq!(view.holder.map(|h| h.index), Some(bi));
+    assert!(view.queue.is_empty());
+}
+
+#[tokio::test]
+async fn values_join_one_entry() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let (_holder, h) = acquire(&e, "j", "owner", 0).await;
+    let (mut a, ai, _) = queue(&e, "j", "v").await;
+    let (mut b, bi, _) = queue(&e, "j", "v").await;
+    assert_eq!(ai, bi, "same value, same entry");
+    let view = e.get("j").await.expect("get");
+    assert_eq!(view.queue.len(), 1);
+    assert_eq!(view.queue[0].waiters, 2);
+    assert_eq!(view.queue[0].value.as_deref(), Some("v"));
+    assert_eq!(view.holder.and_then(|h| h.value).as_deref(), Some("owner"));
+
+    e.release("j", Target::Value("owner".into()))
+        .await
+        .expect("release by value");
+    for s in [&mut a, &mut b] {
+        assert!(matches!(next(s).await, Ok(WaitUpdate::Acquired(g)) if g.index == ai));
+    }
+    // Re-acquiring with the holder's value answers at once with its index.
+    let (_again, idx) = acquire(&e, "j", "v", 5_000).await;
+    assert_eq!(idx, ai);
+    assert!(h < ai);
+}
+
+#[tokio::test]
+async fn timeouts_fail_and_leave_nothing() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let (_holder, _) = acquire(&e, "t", "", 0).await;
+    match e.wait(spec("t", "", 0, Some(0))).await {
+        Err(EngineError::NotAcquired(_)) => {}
+        Err(other) => panic!("expected NotAcquired, got {other:?}"),
+        Ok(_) => panic!("expected NotAcquired, got a stream"),
+    }
+    let mut w = e.wait(spec("t", "", 0, Some(100))).await.expect("wait");
+    assert!(matches!(next(&mut w).await, Ok(WaitUpdate::Queued { .. })));
+    assert_eq!(next(&mut w).await, Err(EngineError::TimedOut));
+    assert!(w.next().await.is_none());
+    assert!(e.get("t").await.expect("get").queue.is_empty());
+    // A free key with timeout 0 is acquired.
+    let mut free = e.wait(spec("t2", "", 0, Some(0))).await.expect("wait");
+    assert!(matches!(next(&mut free).await, Ok(WaitUpdate::Acquired(_))));
+}
+
+#[tokio::test]
+async fn renew_and_release_by_index_and_value() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let (_holder, h) = acquire(&e, "r", "me", 1_000).await;
+    let (_q, qi, _) = queue(&e, "r", "next").await;
+
+    let r = e
+        .renew("r", Target::Index(h), 60_000)
+        .await
+        .expect("renew by index");
+    assert_eq!((r.index, r.held), (h, true));
+    assert!(r.deadline.is_some());
+    let r = e
+        .renew("r", Target::Value("me".into()), 0)
+        .await
+        .expect("renew by value");
+    assert_eq!((r.index, r.held, r.deadline), (h, true, None));
+    let r = e
+        .renew("r", Target::Value("next".into()), 5_000)
+        .await
+        .expect("renew a queued entry");
+    assert_eq!((r.index, r.held, r.deadline), (qi, false, None));
+    assert_eq!(e.get("r").await.expect("get").queue[0].ttl_ms, 5_000);
+
+    for err in [
+        e.renew("r", Target::Index(999_999), 1_000).await.err(),
+        e.renew("r", Target::Value("nobody".into()), 1_000)
+            .await
+            .err(),
+        e.release("r", Target::Index(999_999)).await.err(),
+        e.release("nokey", Target::Value("x".into())).await.err(),
+    ] {
+        assert!(matches!(err, Some(EngineError::NotFound(_))), "{err:?}");
+    }
+    let r = e
+        .release("r", Target::Value("me".into()))
+        .await
+        .expect("release by value");
+    assert_eq!((r.index, r.was_holder), (h, true));
+    let r = e
+        .release("r", Target::Index(qi))
+        .await
+        .expect("release by index");
+    assert_eq!((r.index, r.was_holder), (qi, true));
+    assert_eq!(e.get("r").await.expect("get"), Default::default());
+}
+
+#[tokio::test]
+async fn released_while_queued_fails_the_waiter() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let (_holder, _) = acquire(&e, "q", "", 0).await;
+    let (mut w, qi, _) = queue(&e, "q", "").await;
+    let r = e.release("q", Target::Index(qi)).await.expect("release");
+    assert!(!r.was_holder);
+    assert_eq!(
+        next(&mut w).await,
+        Err(EngineError::ReleasedWhileQueued(qi))
+    );
+    assert!(w.next().await.is_none());
+}
+
+#[tokio::test]
+async fn list_pages_across_the_primarys_page_size() {
+    let s = Server::memory();
+    let e = Arc::new(engine(&s));
+    // 1,234 held keys: more than one page of the primary's (1,000), each
+    // held by a 60 s ttl after its stream is dropped.
+    let n = 1_234;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let e = e.clone();
+            tokio::spawn(async move {
+                let (_s, _) = acquire(&e, &format!("page/{i:05}"), "", 60_000).await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("acquire");
+    }
+    let _other = acquire(&e, "zother", "", 60_000).await;
+
+    let all = e.list("page/", None, 5_000).await.expect("list");
+    let names: Vec<String> = all.iter().map(|k| k.key.clone()).collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("page/{i:05}")).collect();
+    assert_eq!(names, expected);
+    assert!(
+        all.iter()
+            .all(|k| k.holder.is_some() && k.queue_length == 0)
+    );
+
+    let some = e
+        .list("page/", Some("page/00100"), 1_001)
+        .await
+        .expect("list");
+    assert_eq!(some.len(), 1_001);
+    assert_eq!(some[0].key, "page/00101");
+    assert_eq!(some[1_000].key, "page/01101");
+
+    let tail = e
+        .list("page/", Some("page/01200"), 100)
+        .await
+        .expect("list");
+    assert_eq!(tail.len(), 33);
+    assert!(e.list("page/", None, 0).await.expect("list").is_empty());
+    let everything = e.list("", None, 10_000).await.expect("list");
+    assert_eq!(everything.len(), n + 1);
+}
+
+#[tokio::test]
+async fn watch_by_key_and_prefix() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let mut key = e.watch("w/a", false).await.expect("watch");
+    let mut prefix = e.watch("w/", true).await.expect("watch");
+    let (_ha, a) = acquire(&e, "w/a", "va", 0).await;
+    let (_hb, b) = acquire(&e, "w/b", "", 0).await;
+    e.release("w/a", Target::Index(a)).await.expect("release");
+
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), key.next())
+            .await
+            .expect("key watch stalled")
+            .expect("ended")
+            .expect("event");
+        got.push((ev.key, ev.kind, ev.index, ev.value));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("w/a".into(), EventKind::Acquired, a, Some("va".into())),
+            ("w/a".into(), EventKind::Released, a, Some("va".into())),
+        ]
+    );
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), prefix.next())
+            .await
+            .expect("prefix watch stalled")
+            .expect("ended")
+            .expect("event");
+        got.push((ev.key, ev.kind, ev.index));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("w/a".into(), EventKind::Acquired, a),
+            ("w/b".into(), EventKind::Acquired, b),
+            ("w/a".into(), EventKind::Released, a),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stats_are_the_primarys() {
+    let s = Server::memory();
+    let e = engine(&s);
+    let (_h, _) = acquire(&e, "s1", "", 0).await;
+    let (_q, _, _) = queue(&e, "s1", "").await;
+    let (_h2, _) = acquire(&e, "s2", "", 0).await;
+    let stats = e.stats().await.expect("stats");
+    let direct = StatusClient::new(s.channel().await)
+        .get(baton::proto::v1::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        (stats.keys, stats.entries, stats.waiters),
+        (direct.keys, direct.entries, direct.waiters)
+    );
+    assert_eq!((stats.keys, stats.entries), (2, 3));
+    assert_eq!(direct.backend, "embedded");
+    assert_eq!(direct.role, "embedded");
+    e.check().await.expect("check");
+    assert_eq!(e.backend(), "etcd");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_dropped_at_any_moment_leave_nothing_behind() {
+    let s = Server::memory();
+    let e = Arc::new(engine(&s));
+    let (_holder, h) = acquire(&e, "busy", "", 0).await;
+    let baseline = e.stats().await.expect("stats").waiters;
+    let mut rng = fastrand::Rng::with_seed(13);
+    let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // In waves of 20, so that the moments of dropping fall before, during
+    // and after the primary's answer rather than all before it (a debug
+    // build queues about 20 waits in 10 ms on two shared cores).
+    for wave in 0..150 {
+        let tasks: Vec<_> = (wave * 20..(wave + 1) * 20)
+            .map(|i| {
+                let e = e.clone();
+                let reached = reached.clone();
+                let after = Duration::from_micros(rng.u64(0..10_000));
+                let value = if i % 5 == 0 { "shared" } else { "" };
+                tokio::spawn(async move {
+                    let waiting = async {
+                        let mut s = e.wait(spec("busy", value, 0, None)).await?;
+                        while let Some(u) = s.next().await {
+                            if matches!(u?, WaitUpdate::Queued { .. }) {
+                                reached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Ok::<_, EngineError>(())
+                    };
+                    // Dropped before, during or after the call reached the
+                    // primary: all must leave nothing behind.
+                    let r = tokio::time::timeout(after, waiting).await;
+                    assert!(r.is_err(), "nothing grants or fails here: {r:?}");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("waiter");
+        }
+    }
+    // Some were dropped before they were sent, some while queued.
+    let reached = reached.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{reached} of 3000 dropped waits had queued");
+    assert!(reached > 30 && reached < 2_970, "{reached} queued");
+
+    let mut primary = s.lock().await;
+    let clean = eventually(Duration::from_secs(10), || {
+        let mut primary = primary.clone();
+        async move { common::view(&mut primary, "busy").await.queue.is_empty() }
+    })
+    .await;
+    let view = common::view(&mut primary, "busy").await;
+    assert!(clean, "queued entries left: {}", view.queue.len());
+    assert_eq!(view.holder.map(|h| h.index), Some(h));
+    let settled = eventually(Duration::from_secs(10), || {
+        let e = e.clone();
+        async move { e.stats().await.map(|s| s.waiters) == Ok(baseline) }
+    })
+    .await;
+    assert!(
+        settled,
+        "waiters {:?}, only the holder's {baseline} expected",
+        e.stats().await
+    );
+}
+
+#[tokio::test]
+async fn set_target_moves_calls_and_ends_old_streams() {
+    let a = Server::memory();
+    let b = Server::memory();
+    let e = engine(&a);
+    let (mut held, _) = acquire(&e, "m", "", 0).await;
+    let (mut queued, _, _) = queue(&e, "m", "").await;
+    let mut watching = e.watch("m", false).await.expect("watch");
+
+    e.set_target(&b.url).expect("retarget");
+    assert_eq!(e.target_url(), b.url);
+    for s in [&mut held, &mut queued] {
+        assert!(
+            matches!(next(s).await, Err(EngineError::Unavailable(_))),
+            "streams to the old primary end with Unavailable"
+        );
+        assert!(s.next().await.is_none());
+    }
+    assert!(matches!(
+        watching.next().await,
+        Some(Err(EngineError::Unavailable(_)))
+    ));
+    // New calls reach b, where "m" is free.
+    assert_eq!(e.get("m").await.expect("get"), Default::default());
+    let (_on_b, _) = acquire(&e, "m", "", 0).await;
+    // And a forgot the queued request whose stream went away.
+    let mut on_a = a.lock().await;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut c = on_a.clone();
+            async move { common::view(&mut c, "m").await.queue.is_empty() }
+        })
+        .await
+    );
+    assert!(common::view(&mut on_a, "m").await.holder.is_some());
+    // The same URL again changes nothing.
+    e.set_target(&b.url).expect("same");
+    assert!(e.get("m").await.expect("get").holder.is_some());
+    assert!(e.set_target("not a url").is_err());
+}
+
+#[tokio::test]
+async fn a_dead_primary_ends_waits_and_fails_calls_fast() {
+    let mut s = Server::memory();
+    let e = engine(&s);
+    let (mut held, _) = acquire(&e, "d", "", 0).await;
+    let (mut queued, _, _) = queue(&e, "d", "").await;
+    s.kill();
+    for w in [&mut held, &mut queued] {
+        match next(w).await {
+            Err(EngineError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    let start = Instant::now();
+    let get = e.get("d").await;
+    assert!(matches!(get, Err(EngineError::Unavailable(_))), "{get:?}");
+    match e.wait(spec("d", "", 0, None)).await {
+        Err(EngineError::Unavailable(_)) => {}
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("expected Unavailable, got a stream"),
+    }
+    assert!(matches!(e.stats().await, Err(EngineError::Unavailable(_))));
+    assert!(matches!(e.check().await, Err(EngineError::Unavailable(_))));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "failing took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_primary_fails_within_the_connect_timeout() {
+    // A black-holed address (TEST-NET-1) never answers the SYN.
+    let opts = RemoteOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..RemoteOptions::default()
+    };
+    let e = RemoteEngine::new("http://192.0.2.1:4001", opts).expect("engine");
+    let start = Instant::now();
+    assert!(matches!(e.get("x").await, Err(EngineError::Unavailable(_))));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Waiters queued at once through one `RemoteEngine` (override with
+/// `BATON_REMOTE_WAITERS`).
+fn many() -> usize {
+    std::env::var("BATON_REMOTE_WAITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+// Measured (debug build, 2 cores shared with another build):
+// - BATON_REMOTE_WAITERS=10000: all 10,000 queued in 3.8 s over 101
+//   connections (100 streams each, plus the holder's), and drained in order
+//   in 18.9 s (a grant and a forwarded release per waiter, ~1.9 ms each).
+// - One connection (BATON_REMOTE_STREAMS_PER_CONN=100000), 400 waiters:
+//   199 queued (plus the holder: hyper's cap of 200 streams), the rest were
+//   parked by h2 until the call timeout. Hence the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_waiters_queue_and_drain_in_order() {
+    let n = many();
+    let s = Server::start(&["--memory", "--max-entries-per-key", "20000"]);
+    // BATON_REMOTE_STREAMS_PER_CONN overrides the pool's sizing, to measure
+    // what one connection does.
+    let opts = RemoteOptions {
+        streams_per_connection: std::env::var("BATON_REMOTE_STREAMS_PER_CONN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(RemoteOptions::default().streams_per_connection),
+        ..RemoteOptions::default()
+    };
+    let per_connection = opts.streams_per_connection;
+    let e = Arc::new(RemoteEngine::new(&s.url, opts).expect("engine"));
+    let (_holder, h) = acquire(&e, "crowd", "", 0).await;
+
+    let start = Instant::now();
+    let (queued_tx, mut queued_rx) = tokio::sync::mpsc::unbounded_channel();
+    let order = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let e = e.clone();
+            let queued_tx = queued_tx.clone();
+            let order = order.clone();
+            tokio::spawn(async move {
+                let mut s = e.wait(spec("crowd", "", 0, None)).await?;
+                let index = match s.next().await {
+                    Some(Ok(WaitUpdate::Queued { index, .. })) => index,
+                    other => panic!("expected queued, got {other:?}"),
+                };
+                let _ = queued_tx.send(index);
+                match s.next().await {
+                    Some(Ok(WaitUpdate::Acquired(g))) => assert_eq!(g.index, index),
+                    other => panic!("expected acquired, got {other:?}"),
+                }
+                order.lock().expect("order").push(index);
+                e.release("crowd", Target::Index(index)).await?;
+                Ok::<_, EngineError>(())
+            })
+        })
+        .collect();
+    drop(queued_tx);
+    for k in 0..n {
+        let got = tokio::time::timeout(Duration::from_secs(30), queued_rx.recv()).await;
+        assert!(
+            matches!(got, Ok(Some(_))),
+            "only {k} of {n} waiters queued ({got:?})"
+        );
+    }
+    let queued_in = start.elapsed();
+    let view = e.get("crowd").await.expect("get");
+    assert_eq!(view.queue.len(), n);
+    let connections = e.connections();
+    assert!(
+        connections >= n / per_connection,
+        "{connections} connections for {n} streams"
+    );
+
+    let drain = Instant::now();
+    e.release("crowd", Target::Index(h)).await.expect("release");
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("drained")
+            .expect("task")
+            .expect("waiter");
+    }
+    let order = order.lock().expect("order").clone();
+    let expected: Vec<u64> = view.queue.iter().map(|q| q.index).collect();
+    assert_eq!(order, expected, "granted in queue order");
+    assert!(order.windows(2).all(|w| w[0] < w[1]));
+    eprintln!(
+        "{n} waiters: queued in {queued_in:?} over {connections} connections, drained in {:?}",
+        drain.elapsed()
+    );
+}
