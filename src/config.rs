@@ -153,17 +153,20 @@ pub struct ServeArgs {
     /// PEM private key of --etcd-cert-file.
     #[arg(long, env = "BATON_ETCD_KEY_FILE")]
     pub etcd_key_file: Option<PathBuf>,
-    /// TTL of the lease this gateway keeps its queued entries on: if the
-    /// gateway dies, its queued entries are gone this long after.
-    #[arg(long, env = "BATON_ETCD_QUEUE_LEASE_SECS", default_value_t = EtcdConfig::default().queue_lease_secs)]
-    pub etcd_queue_lease_secs: u64,
-    /// How long one etcd request may take before the client gets UNAVAILABLE.
+    /// How long one etcd request may take before the client gets
+    /// UNAVAILABLE; also how long a call at a gateway waits for a primary
+    /// to be elected.
     #[arg(long, env = "BATON_ETCD_TIMEOUT_MS", default_value_t = EtcdConfig::default().timeout.as_millis() as u64)]
     pub etcd_timeout_ms: u64,
-    /// etcd requests this gateway sends at once; more wait their turn, so a
-    /// burst of clients does not overload etcd ("too many requests").
-    #[arg(long, env = "BATON_ETCD_MAX_INFLIGHT", default_value_t = EtcdConfig::default().max_inflight)]
-    pub etcd_max_inflight: usize,
+    /// TTL of the lease the primary's election key is on: a primary that
+    /// dies is replaced about this long after.
+    #[arg(long, env = "BATON_ETCD_PRIMARY_TTL_SECS", default_value_t = EtcdConfig::default().primary_ttl_secs)]
+    pub etcd_primary_ttl_secs: u64,
+    /// The gRPC URL other gateways reach this one at when it is primary
+    /// (`--backend etcd`). Default: `http://` (or `https://` with TLS) and
+    /// the listen address; required when listening on 0.0.0.0 or [::].
+    #[arg(long, env = "BATON_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -217,11 +220,8 @@ impl ServeArgs {
             ca_file: self.etcd_ca_file.clone(),
             cert_file: self.etcd_cert_file.clone(),
             key_file: self.etcd_key_file.clone(),
-            queue_lease_secs: self.etcd_queue_lease_secs,
             timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
-            max_inflight: self.etcd_max_inflight,
-            max_waiters: self.max_waiters,
-            watch_buffer: self.watch_buffer,
+            primary_ttl_secs: self.etcd_primary_ttl_secs,
         }
     }
 }

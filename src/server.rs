@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Backend, ServeArgs},
     engine::{Engine, embedded::EmbeddedEngine},
-    etcd::EtcdEngine,
+    etcd::ClusterEngine,
     grpc, http,
     service::Service,
     store::redb_journal::RedbJournal,
@@ -55,8 +55,13 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Builds the engine the flags ask for.
-pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
+/// Builds the engine the flags ask for; `local` is the bound address (a
+/// gateway over etcd advertises it unless told otherwise).
+pub fn engine(
+    args: &ServeArgs,
+    local: std::net::SocketAddr,
+    tls: bool,
+) -> Result<Arc<dyn Engine>, ServerError> {
     match args.backend {
         Backend::Embedded if args.memory => {
             Ok(Arc::new(EmbeddedEngine::in_memory(args.embedded_config())))
@@ -77,9 +82,10 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
         }
         Backend::Etcd => {
             let config = args.etcd_config();
-            let engine =
-                EtcdEngine::start(&config).map_err(|e| ServerError::Backend(e.to_string()))?;
-            tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, "using etcd");
+            let url = advertise_url(args, local, tls)?;
+            let engine = ClusterEngine::start(&config, args.embedded_config(), url.clone())
+                .map_err(|e| ServerError::Backend(e.to_string()))?;
+            tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, advertise = %url, "using etcd");
             Ok(Arc::new(engine))
         }
     }
@@ -88,6 +94,24 @@ pub fn engine(args: &ServeArgs) -> Result<Arc<dyn Engine>, ServerError> {
 /// Everything the port serves: gRPC, and HTTP as its fallback, behind the
 /// Host and Origin guard, for a server listening on `local`. Public so that
 /// tests can drive the same stack in process.
+/// The URL other gateways forward to when this one is primary.
+fn advertise_url(
+    args: &ServeArgs,
+    local: std::net::SocketAddr,
+    tls: bool,
+) -> Result<String, ServerError> {
+    if let Some(url) = &args.advertise_url {
+        return Ok(url.clone());
+    }
+    if local.ip().is_unspecified() {
+        return Err(ServerError::Backend(format!(
+            "--backend etcd listening on {local} needs --advertise-url: the address other gateways reach this one at"
+        )));
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{local}"))
+}
+
 pub fn app(
     args: &ServeArgs,
     service: Service,
@@ -113,9 +137,6 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
     let open_files = fdlimit::raise_open_files_limit();
     let mut limits = args.conn_limits();
     limits.max_connections = fdlimit::fit_connections(limits.max_connections, open_files);
-    let engine = engine(&args)?;
-    let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
-
     // Checked before binding, so a bad file stops the server at start.
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::server_config(
@@ -132,6 +153,9 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let local = listener.local_addr()?;
+    // After binding: a gateway over etcd advertises the address it got.
+    let engine = engine(&args, local, tls.is_some())?;
+    let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
     let app = app(&args, service, local, tls.is_some())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(

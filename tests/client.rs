@@ -359,14 +359,8 @@ async fn lost_fires_when_renewals_fail_until_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_survives_its_gateway_going_away() {
     let etcd = common::etcd::Etcd::start();
-    // A short queue lease on a: the entry its waiter leaves behind when it
-    // goes away is gone soon after (see the report on graceful shutdown).
-    let mut a = Server::etcd(
-        &etcd,
-        "/client-failover/",
-        &["--etcd-queue-lease-secs", "2"],
-    );
-    let b = Server::etcd(&etcd, "/client-failover/", &[]);
+    // a is the follower that goes away; b, the primary, serves on.
+    let (b, mut a) = Server::etcd_pair(&etcd, "/client-failover/", &[]);
     let c = Client::builder()
         .endpoints([a.url.as_str(), b.url.as_str()])
         .connect()

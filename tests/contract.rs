@@ -1,7 +1,7 @@
 //! The lock-queue contract of DESIGN.md, written once and run against both
 //! backends: every test here runs as `embedded::NAME` (a `baton --memory`)
-//! and as `etcd::NAME` (a `baton --backend etcd` over a real etcd started
-//! for the test). `cargo test --test contract etcd::` runs one side.
+//! and as `etcd::NAME` (through the follower of two `baton --backend etcd`
+//! gateways over a real etcd started for the test). `cargo test --test contract etcd::` runs one side.
 
 mod common;
 
@@ -32,9 +32,11 @@ enum Backend {
     Etcd,
 }
 
-/// A baton for one test, and the etcd under it (dropped after baton).
+/// A baton for one test, and over etcd the primary and the etcd under it
+/// (dropped after the gateway the test talks to).
 struct Fixture {
     server: Server,
+    _primary: Option<Server>,
     _etcd: Option<Etcd>,
 }
 
@@ -54,13 +56,18 @@ impl Backend {
                 args.extend_from_slice(extra);
                 Fixture {
                     server: Server::start(&args),
+                    _primary: None,
                     _etcd: None,
                 }
             }
             Backend::Etcd => {
+                // Through a follower: every call is forwarded to the
+                // primary, so both halves of the design are exercised.
                 let etcd = Etcd::start();
+                let (primary, follower) = Server::etcd_pair(&etcd, "/contract/", extra);
                 Fixture {
-                    server: Server::etcd(&etcd, "/contract/", extra),
+                    server: follower,
+                    _primary: Some(primary),
                     _etcd: Some(etcd),
                 }
             }

@@ -1,7 +1,10 @@
-//! Several baton gateways over one real etcd: state is shared through etcd
-//! only, a gateway killed with `kill -9` takes its queued entries with it
-//! (after its lease runs out) and never a hold, and joins work across
-//! gateways.
+//! Several baton gateways over one real etcd: one primary runs the engine,
+//! the others forward to it. A lock is shared across gateways, joins work
+//! across them, a follower killed with `kill -9` or stopped with SIGTERM
+//! takes its queued requests with it and never a hold, and a primary
+//! killed with `kill -9` is replaced: holds keep their index, value and
+//! deadline, indexes keep rising, its queued requests fail with
+//! UNAVAILABLE.
 
 mod common;
 
@@ -17,8 +20,7 @@ use tonic::{Code, Streaming};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_taken_through_one_gateway_is_seen_and_handed_on_through_another() {
     let etcd = Etcd::start();
-    let a = Server::etcd(&etcd, "/two/", &[]);
-    let b = Server::etcd(&etcd, "/two/", &[]);
+    let (a, b) = Server::etcd_pair(&etcd, "/two/", &[]);
     let mut ca = a.lock().await;
     let mut cb = b.lock().await;
 
@@ -95,11 +97,9 @@ async fn a_lock_taken_through_one_gateway_is_seen_and_handed_on_through_another(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_value_requests_on_two_gateways_join_one_entry() {
     let etcd = Etcd::start();
-    let a = Server::etcd(&etcd, "/join/", &["--etcd-queue-lease-secs", "2"]);
-    let b = Server::etcd(&etcd, "/join/", &[]);
+    let (a, b) = Server::etcd_pair(&etcd, "/join/", &[]);
     let mut ca = a.lock().await;
-    let mut cb = b.lock().await;
-    let (_h, first) = acquire(&mut cb, "j", "", 0).await;
+    let (_h, first) = acquire(&mut ca, "j", "", 0).await;
 
     // Racing joins from both gateways end on one entry.
     let (mut wa, mut wb) = (a.lock().await, b.lock().await);
@@ -112,105 +112,155 @@ async fn same_value_requests_on_two_gateways_join_one_entry() {
     assert_eq!(qa.index, qb.index);
     assert_eq!(view(&mut ca, "j").await.queue.len(), 1);
 
-    // The requests on A go away (and A with them): B's request keeps the
-    // entry alive, whichever gateway created it.
-    drop(sa);
-    drop(wa);
+    // The request through B goes away, and B with it: A's request keeps
+    // the entry alive.
+    drop(sb);
+    drop(wb);
+    let mut b = b;
+    b.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut a = a;
-    a.kill();
-    // Longer than A's queue lease: had the entry stayed on A's lease, it
-    // would be gone now.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let seen = view(&mut cb, "j").await;
+    let seen = view(&mut ca, "j").await;
     assert_eq!(seen.queue.len(), 1, "{seen:?}");
     assert_eq!(seen.queue[0].index, qa.index);
 
-    release(&mut cb, "j", first).await;
-    match next_event(&mut sb).await.unwrap() {
+    release(&mut ca, "j", first).await;
+    match next_event(&mut sa).await.unwrap() {
         wait_event::Event::Acquired(g) => assert_eq!(g.index, qa.index),
         other => panic!("expected acquired, got {other:?}"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_gateway_loses_its_queued_entries_and_never_its_holds() {
+async fn a_killed_follower_loses_its_queued_requests_at_once_and_never_its_holds() {
     let etcd = Etcd::start();
-    let mut a = Server::etcd(&etcd, "/kill/", &["--etcd-queue-lease-secs", "2"]);
-    let b = Server::etcd(&etcd, "/kill/", &[]);
-    let mut ca = a.lock().await;
-    let mut cb = b.lock().await;
+    let (p, mut f) = Server::etcd_pair(&etcd, "/kill/", &[]);
+    let mut cf = f.lock().await;
+    let mut cp = p.lock().await;
 
-    // Holds taken through A: a long one, one that never expires, and a
-    // short one that only the lease can end once A is gone.
-    let (_h1, held_ttl) = acquire(&mut ca, "hold-ttl", "", 60_000).await;
-    let (_h2, held_forever) = acquire(&mut ca, "hold-forever", "", 0).await;
-    let short_at = Instant::now();
-    let (_h3, held_short) = acquire(&mut ca, "hold-short", "", 3_000).await;
+    // Holds taken through the follower live on the primary.
+    let (_h1, held_ttl) = acquire(&mut cf, "hold-ttl", "", 60_000).await;
+    let (_h2, held_forever) = acquire(&mut cf, "hold-forever", "", 0).await;
 
-    // Queued requests on A behind a holder on B.
-    let (_hb, holder) = acquire(&mut cb, "k", "", 0).await;
+    // Requests queued through the follower behind a holder.
+    let (_hp, holder) = acquire(&mut cp, "k", "", 0).await;
     let mut streams = Vec::new();
     for i in 0..3 {
-        let mut c = a.lock().await;
+        let mut c = f.lock().await;
         let mut s = wait(&mut c, wait_req("k", &format!("dead-{i}"), 0, None)).await;
         queued(&mut s).await;
         streams.push((c, s));
     }
-    assert_eq!(view(&mut cb, "k").await.queue.len(), 3);
+    assert_eq!(view(&mut cp, "k").await.queue.len(), 3);
 
-    a.kill();
-    // The holder goes before A's lease has run out: A's entries are next,
-    // but nobody may be granted them.
-    release(&mut cb, "k", holder).await;
+    f.kill();
+    // Its streams to the primary broke with it: nobody waits on those
+    // entries any more, so they go, and none is ever granted.
     let start = Instant::now();
-    let mut emptied = None;
-    while start.elapsed() < Duration::from_secs(20) {
-        let seen = view(&mut cb, "k").await;
-        assert!(
-            seen.holder.is_none(),
-            "a dead gateway's entry was granted: {seen:?}"
-        );
+    loop {
+        let seen = view(&mut cp, "k").await;
+        assert_eq!(seen.holder.as_ref().map(|h| h.index), Some(holder));
         if seen.queue.is_empty() {
-            emptied = Some(start.elapsed());
             break;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a dead follower's queued requests stayed: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let emptied = emptied.expect("the dead gateway's queued entries stayed");
+    release(&mut cp, "k", holder).await;
+    assert!(view(&mut cp, "k").await.holder.is_none());
+
+    // The holds taken through the follower outlived it.
+    let seen = view(&mut cp, "hold-ttl").await;
+    assert_eq!(seen.holder.map(|h| h.index), Some(held_ttl));
+    let seen = view(&mut cp, "hold-forever").await;
+    assert_eq!(seen.holder.map(|h| h.index), Some(held_forever));
+    drop(streams);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_is_replaced_and_its_holds_survive() {
+    let etcd = Etcd::start();
+    let (mut p, f) = Server::etcd_pair(&etcd, "/failover/", &["--etcd-primary-ttl-secs", "2"]);
+    let mut cf = f.lock().await;
+
+    let (_h1, held_ttl) = acquire(&mut cf, "hold-ttl", "v1", 60_000).await;
+    let (_h2, held_forever) = acquire(&mut cf, "hold-forever", "", 0).await;
+    let (_h3, held_short) = acquire(&mut cf, "hold-short", "", 4_000).await;
+    let short = view(&mut cf, "hold-short").await.holder.expect("held");
+    let (_hk, holder) = acquire(&mut cf, "k", "", 0).await;
+    let mut queued_stream = wait(&mut cf, wait_req("k", "", 0, None)).await;
+    let q = queued(&mut queued_stream).await;
+
+    p.kill();
+    let killed = Instant::now();
+    // The request queued on the dead primary fails: the client re-queues.
+    let failed = tokio::time::timeout(Duration::from_secs(30), queued_stream.message())
+        .await
+        .expect("the queued stream must end");
+    match failed {
+        Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        Ok(m) => panic!("expected UNAVAILABLE, got {m:?}"),
+    }
+
+    // The follower wins the next term and restores the holds.
+    common::etcd::wait_for_role(&f, "primary");
+    let (_n, next) = acquire(&mut cf, "after", "", 0).await;
+    let first_grant = killed.elapsed();
+    eprintln!("kill -9 of the primary to the first grant through the survivor: {first_grant:?}");
     assert!(
-        emptied >= Duration::from_secs(1),
-        "gone after {emptied:?}: too soon for a lease"
+        next > q.index,
+        "indexes must keep rising: {next} after {}",
+        q.index
     );
 
-    // The lock is free for the living.
-    let (_s, next) = acquire(&mut cb, "k", "", 0).await;
-    assert!(next > holder);
+    let seen = view(&mut cf, "hold-ttl")
+        .await
+        .holder
+        .expect("hold-ttl survives");
+    assert_eq!((seen.index, seen.value.as_str()), (held_ttl, "v1"));
+    let seen = view(&mut cf, "hold-forever")
+        .await
+        .holder
+        .expect("hold-forever survives");
+    assert_eq!(seen.index, held_forever);
+    let seen = view(&mut cf, "k").await;
+    assert_eq!(seen.holder.as_ref().map(|h| h.index), Some(holder));
+    assert!(
+        seen.queue.is_empty(),
+        "queued requests do not survive: {seen:?}"
+    );
 
-    // The holds taken through A outlived A (and its queue lease).
-    let seen = view(&mut cb, "hold-ttl").await;
-    assert_eq!(seen.holder.map(|h| h.index), Some(held_ttl));
-    let seen = view(&mut cb, "hold-forever").await;
-    assert_eq!(seen.holder.map(|h| h.index), Some(held_forever));
-    // The short one ends by its lease, A being gone: never before its ttl.
-    let mut gone = None;
-    while short_at.elapsed() < Duration::from_secs(20) {
-        let seen = view(&mut cb, "hold-short").await;
-        match seen.holder {
-            Some(h) => assert_eq!(h.index, held_short),
+    // The short hold keeps its wall-clock deadline: held until then, gone
+    // right after.
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        match view(&mut cf, "hold-short").await.holder {
+            Some(h) => {
+                assert_eq!(
+                    (h.index, h.deadline_unix_ms),
+                    (held_short, short.deadline_unix_ms)
+                );
+                assert!(
+                    now < short.deadline_unix_ms + 1_000,
+                    "held past its deadline"
+                );
+            }
             None => {
-                gone = Some(short_at.elapsed());
+                assert!(
+                    now + 50 >= short.deadline_unix_ms,
+                    "expired {} ms before its deadline",
+                    short.deadline_unix_ms - now
+                );
                 break;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let gone = gone.expect("the short hold never expired");
-    assert!(
-        gone >= Duration::from_secs(3),
-        "expired after {gone:?}, before its ttl"
-    );
-    drop(streams);
 }
 
 async fn campaign(server: &Server, name: &str, ttl_ms: u64) -> Streaming<pb::CampaignEvent> {
@@ -239,8 +289,8 @@ async fn first_campaign_event(s: &mut Streaming<pb::CampaignEvent>) -> pb::campa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_election_across_gateways_goes_from_leader_to_leader() {
     let etcd = Etcd::start();
-    let mut a = Server::etcd(&etcd, "/elect/", &[]);
-    let b = Server::etcd(&etcd, "/elect/", &[]);
+    // A is the follower: it is the one that dies below.
+    let (b, mut a) = Server::etcd_pair(&etcd, "/elect/", &[]);
     let mut observe = b
         .election()
         .await
@@ -306,12 +356,10 @@ async fn an_election_across_gateways_goes_from_leader_to_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_stopped_with_sigterm_withdraws_its_queued_entries_at_once() {
+async fn a_follower_stopped_with_sigterm_withdraws_its_queued_entries_at_once() {
     let etcd = Etcd::start();
-    // A long queue lease: only a withdrawal at shutdown can clear A's
-    // entries within the test's bound.
-    let mut a = Server::etcd(&etcd, "/term/", &["--etcd-queue-lease-secs", "60"]);
-    let b = Server::etcd(&etcd, "/term/", &[]);
+    // A is the follower that stops; B, the primary, serves on.
+    let (b, mut a) = Server::etcd_pair(&etcd, "/term/", &[]);
     let mut cb = b.lock().await;
     let (_hb, holder) = acquire(&mut cb, "k", "", 0).await;
     let mut ca = a.lock().await;

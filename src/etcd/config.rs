@@ -24,20 +24,11 @@ pub struct EtcdConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key of the client certificate.
     pub key_file: Option<PathBuf>,
-    /// TTL of the lease that keeps this gateway's queued entries alive. A
-    /// gateway that dies loses its queued entries after about this long;
-    /// held locks live by their own ttl regardless.
-    pub queue_lease_secs: u64,
     /// How long one etcd request may take before the client is told
-    /// UNAVAILABLE.
+    /// UNAVAILABLE, and how long a call waits for a primary.
     pub timeout: Duration,
-    /// etcd requests this gateway has outstanding at once; more wait their
-    /// turn (see [`pacer`](super::pacer)).
-    pub max_inflight: usize,
-    /// Waiting requests this gateway accepts at once.
-    pub max_waiters: usize,
-    /// Event batches a watcher may fall behind before it is cut off.
-    pub watch_buffer: usize,
+    /// TTL of the primary's election lease, in seconds.
+    pub primary_ttl_secs: u64,
 }
 
 impl Default for EtcdConfig {
@@ -50,11 +41,8 @@ impl Default for EtcdConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
-            queue_lease_secs: 10,
             timeout: Duration::from_secs(5),
-            max_inflight: 128,
-            max_waiters: 1_000_000,
-            watch_buffer: 4096,
+            primary_ttl_secs: 2,
         }
     }
 }
@@ -72,14 +60,9 @@ impl EtcdConfig {
             e.parse::<http::Uri>()
                 .map_err(|err| EtcdError::Config(format!("bad etcd endpoint {e:?}: {err}")))?;
         }
-        if self.max_inflight == 0 {
+        if self.primary_ttl_secs < 1 {
             return Err(EtcdError::Config(
-                "--etcd-max-inflight must be at least 1".into(),
-            ));
-        }
-        if self.queue_lease_secs < 2 {
-            return Err(EtcdError::Config(
-                "--etcd-queue-lease-secs must be at least 2".into(),
+                "--etcd-primary-ttl-secs must be at least 1".into(),
             ));
         }
         let mut opts = ConnectOptions::new()

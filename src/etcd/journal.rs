@@ -322,7 +322,7 @@ impl EtcdJournal {
             journal
                 .guarded(orphans)
                 .await
-                .map_err(|e| EtcdError::Contention(e.to_string()))?;
+                .map_err(|e| EtcdError::Fenced(e.to_string()))?;
         }
         Ok((journal, snapshot))
     }

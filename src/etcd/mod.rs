@@ -1,40 +1,22 @@
-//! The etcd backend: the lock-queue contract on an etcd v3 cluster, so that
-//! baton processes become stateless gateways and any of them can die.
+//! Several machines: the etcd backend. Every `baton --backend etcd` is a
+//! gateway; the gateways elect one primary through etcd, the primary runs
+//! the embedded engine (the same table and driver as on one machine) with
+//! its journal in etcd, and the others forward every call to it. This is
+//! the design of Chubby, with etcd as the replicated log and the election;
+//! no rule of the lock-queue contract is implemented here.
 //!
-//! All state lives in etcd under `--etcd-prefix`; see [`engine`] for how
-//! each rule of the contract maps onto etcd's keys, revisions, leases,
-//! transactions and watches, and [`keys`] for the key layout.
-//!
-//! - [`keys`]: the key layout and the escaping of lock names.
-//! - [`record`]: what the keys hold.
-//! - [`session`]: the link to etcd and this gateway's session lease.
-//! - [`hub`]: the one watch stream every watcher of the gateway shares.
-//! - [`ops`]: the compare-and-swap transactions (release with hand-over,
-//!   renew).
-//! - [`pacer`]: bounds and retries etcd requests so a burst does not
-//!   overload etcd.
-//! - [`waiter`]: queued requests: trackers and wait streams.
-//! - [`expiry`]: precise expiry of holds.
-//! - [`leases`]: the shared leases holds hang on.
-//! - [`events`]: etcd changes as lock events, ranges as views.
-//! - [`engine`]: the [`Engine`](crate::engine::Engine) implementation.
+//! - [`primary`]: electing the primary, its term and fence.
+//! - [`journal`]: the primary's journal in etcd.
+//! - [`cluster`]: the [`Engine`](crate::engine::Engine) a gateway serves:
+//!   the primary's engine, or the forwarding one.
+//! - [`config`], [`error`]: the connection options and failures.
 
+pub mod cluster;
 pub mod config;
-pub mod engine;
 pub mod error;
-pub mod events;
-pub mod expiry;
-pub mod hub;
 pub mod journal;
-pub mod keys;
-pub mod leases;
-pub mod ops;
-pub mod pacer;
 pub mod primary;
-pub mod record;
-pub mod session;
-pub mod waiter;
 
+pub use cluster::ClusterEngine;
 pub use config::EtcdConfig;
-pub use engine::EtcdEngine;
 pub use error::EtcdError;

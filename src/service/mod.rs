@@ -86,6 +86,11 @@ impl Service {
         self.engine.backend()
     }
 
+    /// This process's part in its cluster (role, primary URL).
+    pub fn cluster(&self) -> crate::engine::ClusterView {
+        self.engine.cluster()
+    }
+
     /// The engine's counts.
     pub async fn stats(&self) -> Result<crate::engine::EngineStats, ServiceError> {
         Ok(self.engine.stats().await?)

@@ -7,14 +7,15 @@ use crate::proto::v1 as pb;
 
 impl Service {
     /// Status.Get: version, backend, the engine's counts, open streams and
-    /// uptime. `role` says `embedded` for the embedded backend; the etcd
-    /// backend's role and primary URL are left for it to fill.
+    /// uptime, and the process's role in its cluster (`embedded`, or over
+    /// etcd `primary`, `follower` or `electing`) with the primary's URL.
     pub async fn status(
         &self,
         _req: pb::StatusRequest,
     ) -> Result<pb::StatusResponse, ServiceError> {
         let stats = self.stats().await?;
         let backend = self.backend();
+        let cluster = self.cluster();
         Ok(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             backend: backend.to_owned(),
@@ -23,12 +24,8 @@ impl Service {
             waiters: stats.waiters,
             open_streams: self.open_streams() as u64,
             uptime_ms: self.uptime().as_millis() as u64,
-            role: if backend == "embedded" {
-                "embedded".to_owned()
-            } else {
-                String::new()
-            },
-            primary_url: String::new(),
+            role: cluster.role.to_owned(),
+            primary_url: cluster.primary_url.unwrap_or_default(),
         })
     }
 }

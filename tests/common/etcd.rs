@@ -262,6 +262,43 @@ impl Server {
     }
 }
 
+/// The role `GET /v1/status` reports (`primary`, `follower`, ...).
+pub fn role(server: &Server) -> String {
+    let r = super::curl(&server.addr, &["--max-time", "5", "http://ADDR/v1/status"]);
+    serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["role"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Waits (10 s at most) until `server` reports `want` as its role.
+pub fn wait_for_role(server: &Server, want: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if role(server) == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} did not become {want} within 10 s (it says {:?})",
+        server.addr,
+        role(server)
+    );
+}
+
+impl Server {
+    /// Two gateways over `etcd`: the first elected primary, the second
+    /// following it (started once the first leads, so the roles are known).
+    pub fn etcd_pair(etcd: &Etcd, prefix: &str, extra: &[&str]) -> (Server, Server) {
+        let primary = Server::etcd(etcd, prefix, extra);
+        wait_for_role(&primary, "primary");
+        let follower = Server::etcd(etcd, prefix, extra);
+        wait_for_role(&follower, "follower");
+        (primary, follower)
+    }
+}
+
 /// Whether etcd answers `/health` with `"health":"true"`.
 fn health(addr: &str) -> bool {
     let Ok(mut s) = TcpStream::connect(addr) else {

@@ -303,6 +303,11 @@ fn to_json<T: Serialize>(v: &T) -> String {
 struct Status {
     version: &'static str,
     backend: &'static str,
+    /// `embedded`, or over etcd `primary`, `follower` or `electing`.
+    role: &'static str,
+    /// The primary's advertised URL, over etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary_url: Option<String>,
     uptime_ms: u64,
     open_streams: u64,
     keys: u64,
@@ -317,6 +322,8 @@ async fn status(State(svc): State<Service>) -> Response {
         Ok(st) => Json(Status {
             version: env!("CARGO_PKG_VERSION"),
             backend: svc.backend(),
+            role: svc.cluster().role,
+            primary_url: (!st.primary_url.is_empty()).then_some(st.primary_url),
             uptime_ms: st.uptime_ms,
             open_streams: st.open_streams,
             keys: st.keys,

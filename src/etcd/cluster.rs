@@ -1,0 +1,333 @@
+//! One gateway of several over etcd: the [`Engine`] that `--backend etcd`
+//! serves, which is, at any moment, one of
+//!
+//! - **primary**: the embedded engine (the same table and driver as on one
+//!   machine) with its journal in etcd ([`journal`](super::journal)),
+//!   fenced by this gateway's term ([`primary`](super::primary));
+//! - **follower**: a [`RemoteEngine`] forwarding every call to the
+//!   primary's advertised URL;
+//! - **electing**: between the two (at start, after the primary died, after
+//!   stepping down); calls wait up to `--etcd-timeout-ms` for a role, then
+//!   fail with UNAVAILABLE. Never a false grant: only the primary's engine
+//!   grants, and it stops the moment its lease may have lapsed.
+//!
+//! No rule of the contract lives here: this file only decides which engine
+//! answers.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use etcd_client::Client;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    config::EtcdConfig,
+    error::EtcdError,
+    journal::EtcdJournal,
+    primary::{Election, Leadership},
+};
+use crate::engine::{
+    AcquireSpec, ClusterView, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView,
+    Release, Renewal, Target, WaitStream,
+    embedded::{EmbeddedConfig, EmbeddedEngine},
+    remote::{RemoteEngine, RemoteOptions},
+};
+
+/// What this gateway is now.
+#[derive(Clone)]
+enum Role {
+    /// No primary is known yet; the reason says why.
+    Electing(String),
+    /// This gateway runs the engine.
+    Primary(Arc<EmbeddedEngine>),
+    /// Another gateway does; calls go there.
+    Follower(String),
+}
+
+/// The etcd backend's engine. See the module docs.
+#[derive(Clone)]
+pub struct ClusterEngine {
+    role: watch::Receiver<Role>,
+    remote: Arc<RemoteEngine>,
+    timeout: Duration,
+    advertise_url: String,
+    stop: CancellationToken,
+    stopped: Arc<tokio::sync::Notify>,
+}
+
+impl ClusterEngine {
+    /// Connects to etcd and starts taking part in the election, as
+    /// `advertise_url` (the URL other gateways forward to).
+    pub fn start(
+        config: &EtcdConfig,
+        embedded: EmbeddedConfig,
+        advertise_url: String,
+    ) -> Result<Self, EtcdError> {
+        let options = config.connect_options()?;
+        // Until a primary is known this points at ourselves; it is only
+        // used while following.
+        let forwarding = RemoteOptions {
+            connect_timeout: config.timeout.min(RemoteOptions::default().connect_timeout),
+            ..RemoteOptions::default()
+        };
+        let remote = Arc::new(
+            RemoteEngine::new(&advertise_url, forwarding)
+                .map_err(|e| EtcdError::Config(format!("--advertise-url: {e}")))?,
+        );
+        let (tx, role) = watch::channel(Role::Electing("connecting to etcd".into()));
+        let stop = CancellationToken::new();
+        let stopped = Arc::new(tokio::sync::Notify::new());
+        let run = Runner {
+            endpoints: config.endpoints.clone(),
+            options,
+            prefix: config.prefix.clone(),
+            primary_ttl_secs: config.primary_ttl_secs,
+            timeout: config.timeout,
+            embedded,
+            url: advertise_url.clone(),
+            role: tx,
+            remote: remote.clone(),
+            stop: stop.clone(),
+            stopped: stopped.clone(),
+        };
+        tokio::spawn(run.run());
+        Ok(Self {
+            role,
+            remote,
+            timeout: config.timeout,
+            advertise_url,
+            stop,
+            stopped,
+        })
+    }
+
+    /// The engine that answers now, waiting up to the etcd timeout for the
+    /// election to settle.
+    async fn current(&self) -> Result<Arc<dyn Engine>, EngineError> {
+        let mut role = self.role.clone();
+        let wait = async {
+            loop {
+                let now = role.borrow_and_update().clone();
+                match now {
+                    Role::Primary(engine) => return Ok(engine as Arc<dyn Engine>),
+                    Role::Follower(_) => return Ok(self.remote.clone() as Arc<dyn Engine>),
+                    Role::Electing(_) => {}
+                }
+                if role.changed().await.is_err() {
+                    return Err(EngineError::Unavailable(
+                        "the gateway is shutting down".into(),
+                    ));
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                let why = match &*self.role.borrow() {
+                    Role::Electing(why) => why.clone(),
+                    _ => "the primary changed".into(),
+                };
+                Err(EngineError::Unavailable(format!(
+                    "no primary within {:?}: {why}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for ClusterEngine {
+    async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        self.current().await?.wait(spec).await
+    }
+
+    async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
+        self.current().await?.renew(key, target, ttl_ms).await
+    }
+
+    async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError> {
+        self.current().await?.release(key, target).await
+    }
+
+    async fn get(&self, key: &str) -> Result<KeyView, EngineError> {
+        self.current().await?.get(key).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KeySummary>, EngineError> {
+        self.current().await?.list(prefix, after, limit).await
+    }
+
+    async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
+        self.current().await?.watch(key, prefix).await
+    }
+
+    async fn stats(&self) -> Result<EngineStats, EngineError> {
+        self.current().await?.stats().await
+    }
+
+    async fn shutdown(&self) {
+        // A primary resigns, so another gateway takes over at once rather
+        // than when the lease lapses.
+        self.stop.cancel();
+        let _ = tokio::time::timeout(self.timeout, self.stopped.notified()).await;
+    }
+
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn cluster(&self) -> ClusterView {
+        match &*self.role.borrow() {
+            Role::Primary(_) => ClusterView {
+                role: "primary",
+                primary_url: Some(self.advertise_url.clone()),
+            },
+            Role::Follower(url) => ClusterView {
+                role: "follower",
+                primary_url: Some(url.clone()),
+            },
+            Role::Electing(_) => ClusterView {
+                role: "electing",
+                primary_url: None,
+            },
+        }
+    }
+}
+
+/// The task that takes part in the election and switches roles.
+struct Runner {
+    endpoints: Vec<String>,
+    options: etcd_client::ConnectOptions,
+    prefix: String,
+    primary_ttl_secs: u64,
+    timeout: Duration,
+    embedded: EmbeddedConfig,
+    url: String,
+    role: watch::Sender<Role>,
+    remote: Arc<RemoteEngine>,
+    stop: CancellationToken,
+    stopped: Arc<tokio::sync::Notify>,
+}
+
+/// Pause before trying etcd again after a failure.
+const RETRY: Duration = Duration::from_millis(200);
+
+impl Runner {
+    async fn run(self) {
+        let client = loop {
+            let connect = Client::connect(&self.endpoints, Some(self.options.clone()));
+            tokio::select! {
+                () = self.stop.cancelled() => return self.stopped.notify_waiters(),
+                c = tokio::time::timeout(self.timeout, connect) => match c {
+                    Ok(Ok(c)) => break c,
+                    Ok(Err(e)) => self.electing(format!("cannot reach etcd: {e}")),
+                    Err(_) => self.electing(format!("etcd did not answer within {:?}", self.timeout)),
+                },
+            }
+            tokio::time::sleep(RETRY).await;
+        };
+        let election = Election::new(
+            client.clone(),
+            &self.prefix,
+            self.primary_ttl_secs,
+            self.timeout,
+        );
+        while !self.stop.is_cancelled() {
+            if let Err(e) = self.round(&client, &election).await {
+                self.electing(e.to_string());
+                tokio::select! {
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+        self.stopped.notify_waiters();
+    }
+
+    fn electing(&self, why: String) {
+        tracing::debug!(%why, "no primary");
+        self.role.send_replace(Role::Electing(why));
+    }
+
+    /// One turn: follow the primary until its key changes, or win and serve
+    /// until the term ends.
+    async fn round(&self, client: &Client, election: &Election) -> Result<(), EtcdError> {
+        let (primary, revision) = election.current().await?;
+        match primary {
+            Some(p) if p.url == self.url => {
+                // Our own key from an earlier life (a restart within the
+                // lease's ttl): forwarding to ourselves would loop. Wait
+                // for it to lapse.
+                self.electing("an earlier term of this gateway has not lapsed yet".into());
+                election.changed_after(revision, &self.stop).await
+            }
+            Some(p) => {
+                if !matches!(&*self.role.borrow(), Role::Follower(u) if *u == p.url) {
+                    tracing::info!(primary = %p.url, term = p.term, "following the primary");
+                    if let Err(e) = self.remote.set_target(&p.url) {
+                        // A primary advertised an unusable URL: nobody can
+                        // follow it until its term ends.
+                        self.electing(format!("the primary's URL is unusable: {e}"));
+                        return election.changed_after(revision, &self.stop).await;
+                    }
+                    self.role.send_replace(Role::Follower(p.url.clone()));
+                }
+                election.changed_after(revision, &self.stop).await
+            }
+            None => match election.try_win(&self.url).await? {
+                Some(term) => self.serve(client, election, term).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Serves as primary for one term.
+    async fn serve(
+        &self,
+        client: &Client,
+        election: &Election,
+        term: Leadership,
+    ) -> Result<(), EtcdError> {
+        let opened = tokio::select! {
+            o = EtcdJournal::open(client.clone(), &self.prefix, term.fence.clone(), self.timeout) => o,
+            () = term.lost() => return Ok(()),
+        };
+        let (journal, snapshot) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                election.resign(&term).await;
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            holds = snapshot.holds.len(),
+            ceiling = snapshot.index_ceiling,
+            "restored from etcd; serving as primary"
+        );
+        let engine = Arc::new(EmbeddedEngine::durable(
+            self.embedded,
+            Box::new(journal),
+            snapshot,
+        ));
+        self.role.send_replace(Role::Primary(engine.clone()));
+        tokio::select! {
+            () = term.lost() => {}
+            () = engine.stopped() => {
+                tracing::warn!("the primary's engine stopped (a journal write failed); stepping down");
+            }
+            () = self.stop.cancelled() => {}
+        }
+        // Stop answering first, then give the term up.
+        engine.halt();
+        self.electing("the primary stepped down".into());
+        election.resign(&term).await;
+        Ok(())
+    }
+}
