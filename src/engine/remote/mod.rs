@@ -210,7 +210,7 @@ struct WaitState {
     done: bool,
     pool: Arc<Pool>,
     // Held for the stream's life: its place on the connection.
-    _slot: Slot,
+    _slot: Arc<Slot>,
 }
 
 impl WaitState {
@@ -247,7 +247,7 @@ struct WatchState {
     inner: tonic::Streaming<pb::LockEvent>,
     done: bool,
     pool: Arc<Pool>,
-    _slot: Slot,
+    _slot: Arc<Slot>,
 }
 
 impl WatchState {
@@ -290,6 +290,7 @@ impl WatchState {
 /// later.
 async fn open<T: Send + 'static>(
     pool: &Pool,
+    slot: Arc<Slot>,
     after: Duration,
     call: impl Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>
     + Send
@@ -300,8 +301,10 @@ async fn open<T: Send + 'static>(
     tokio::spawn(async move {
         tokio::select! {
             r = tokio::time::timeout(after, call) => {
-                // If the caller left, the stream is dropped (and reset) here.
+                // If the caller left, the stream is dropped (and reset) here,
+                // and its place on the connection only now.
                 let _ = tx.send(r);
+                drop(slot);
             }
             () = gone.cancelled() => {}
         }
@@ -331,7 +334,7 @@ async fn first_step<T>(
 impl Engine for RemoteEngine {
     async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
         let pool = self.pool();
-        let slot = pool.stream_slot();
+        let slot = Arc::new(pool.stream_slot());
         let mut client = LockClient::new(slot.channel());
         let req = pb::WaitRequest {
             key: spec.key,
@@ -345,7 +348,13 @@ impl Engine for RemoteEngine {
         // with it and the primary withdraws the request.
         let after = self.opts.call_timeout;
         let (inner, first) = first_step(&pool, after, async {
-            let mut inner = open(&pool, after, async move { client.wait(req).await }).await?;
+            let mut inner = open(
+                &pool,
+                slot.clone(),
+                after,
+                async move { client.wait(req).await },
+            )
+            .await?;
             match inner.message().await {
                 Ok(Some(event)) => Ok((inner, convert::wait_update(event)?)),
                 Ok(None) => Err(closed(pool.url())),
@@ -449,7 +458,7 @@ impl Engine for RemoteEngine {
 
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
         let pool = self.pool();
-        let slot = pool.stream_slot();
+        let slot = Arc::new(pool.stream_slot());
         let mut client = LockClient::new(slot.channel());
         let req = pb::WatchRequest {
             key: key.to_owned(),
@@ -461,7 +470,9 @@ impl Engine for RemoteEngine {
         let inner = first_step(
             &pool,
             after,
-            open(&pool, after, async move { client.watch(req).await }),
+            open(&pool, slot.clone(), after, async move {
+                client.watch(req).await
+            }),
         )
         .await?;
         let state = WatchState {
