@@ -11,7 +11,10 @@
 //! Going away is total across the hop: a wait or watch is one gRPC stream to
 //! the primary, and dropping the [`WaitStream`] or [`EventStream`] (or the
 //! `wait` future before it returns) drops the stream, which resets it on the
-//! wire; the primary withdraws the request as for any client that left.
+//! wire; the primary withdraws the request as for any client that left. One
+//! exception, for the primary's sake: a call dropped before the primary's
+//! response headers is reset as soon as they arrive, not before (see
+//! `open` in this file).
 
 pub mod convert;
 pub mod pool;
@@ -83,8 +86,9 @@ pub enum RemoteError {
     },
 }
 
-/// An [`Engine`] that forwards to a primary baton over gRPC. Cheap to
-/// share; [`RemoteEngine::set_target`] moves it to a new primary.
+/// An [`Engine`] that forwards to a primary baton over gRPC. Share it
+/// behind an `Arc` (the service layer does); [`RemoteEngine::set_target`]
+/// moves it to a new primary.
 pub struct RemoteEngine {
     opts: RemoteOptions,
     target: RwLock<Arc<Pool>>,
