@@ -523,9 +523,9 @@ fn many() -> usize {
 }
 
 // Measured (debug build, 2 cores shared with another build):
-// - BATON_REMOTE_WAITERS=10000: all 10,000 queued in 3.8 s over 101
+// - BATON_REMOTE_WAITERS=10000: all 10,000 queued in 3.4-3.8 s over 101
 //   connections (100 streams each, plus the holder's), and drained in order
-//   in 18.9 s (a grant and a forwarded release per waiter, ~1.9 ms each).
+//   in 19-28 s (a grant and a forwarded release per waiter, 2-3 ms each).
 // - One connection (BATON_REMOTE_STREAMS_PER_CONN=100000), 400 waiters:
 //   199 queued (plus the holder: hyper's cap of 200 streams), the rest were
 //   parked by h2 until the call timeout. Hence the pool.
