@@ -358,22 +358,26 @@ async fn waits_dropped_at_any_moment_leave_nothing_behind() {
     let baseline = e.stats().await.expect("stats").waiters;
     let mut rng = fastrand::Rng::with_seed(13);
     let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // In waves of 20, so that the moments of dropping fall before, during
-    // and after the primary's answer rather than all before it (a debug
-    // build queues about 20 waits in 10 ms on two shared cores). At least
-    // 3,000 waits, and more (up to 20,000) while fewer than 100 were dropped
-    // after queueing, as happens when other tests load the machine.
+    // In waves of 20, each dropped at random moments within a window, so
+    // that the moments fall before, during and after the primary's answer
+    // rather than all before it. The window starts at 10 ms (a debug build
+    // queues about 20 waits in 10 ms on two shared cores) and follows the
+    // machine's load: doubled after a wave where almost none queued before
+    // being dropped, halved after one where almost all did. At least 3,000
+    // waits, and more (up to 20,000) until at least 100 were dropped after
+    // queueing and 100 before.
+    let load = |r: &std::sync::atomic::AtomicUsize| r.load(std::sync::atomic::Ordering::Relaxed);
+    let mut window_us = 10_000;
     let mut sent = 0;
-    while sent < 3_000
-        || (reached.load(std::sync::atomic::Ordering::Relaxed) < 100 && sent < 20_000)
-    {
+    while sent < 3_000 || ((load(&reached) < 100 || load(&reached) + 100 > sent) && sent < 20_000) {
         let wave = sent / 20;
         sent += 20;
+        let before = load(&reached);
         let tasks: Vec<_> = (wave * 20..(wave + 1) * 20)
             .map(|i| {
                 let e = e.clone();
                 let reached = reached.clone();
-                let after = Duration::from_micros(rng.u64(0..10_000));
+                let after = Duration::from_micros(rng.u64(0..window_us));
                 let value = if i % 5 == 0 { "shared" } else { "" };
                 tokio::spawn(async move {
                     let waiting = async {
@@ -395,10 +399,15 @@ async fn waits_dropped_at_any_moment_leave_nothing_behind() {
         for t in tasks {
             t.await.expect("waiter");
         }
+        match load(&reached) - before {
+            0..=2 => window_us = (window_us * 2).min(1_000_000),
+            18.. => window_us = (window_us / 2).max(1_000),
+            _ => {}
+        }
     }
     // Some were dropped before they were sent, some while queued.
     let reached = reached.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("{reached} of {sent} dropped waits had queued");
+    eprintln!("{reached} of {sent} dropped waits had queued (window at the end: {window_us} us)");
     assert!(
         reached >= 100 && reached < sent - 100,
         "{reached} of {sent} queued"
