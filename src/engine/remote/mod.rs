@@ -11,7 +11,10 @@
 //! Going away is total across the hop: a wait or watch is one gRPC stream to
 //! the primary, and dropping the [`WaitStream`] or [`EventStream`] (or the
 //! `wait` future before it returns) drops the stream, which resets it on the
-//! wire; the primary withdraws the request as for any client that left.
+//! wire; the primary withdraws the request as for any client that left. One
+//! exception, for the primary's sake: a call dropped before the primary's
+//! response headers is reset as soon as they arrive, not before (see
+//! `open` in this file).
 
 pub mod convert;
 pub mod pool;
@@ -83,8 +86,9 @@ pub enum RemoteError {
     },
 }
 
-/// An [`Engine`] that forwards to a primary baton over gRPC. Cheap to
-/// share; [`RemoteEngine::set_target`] moves it to a new primary.
+/// An [`Engine`] that forwards to a primary baton over gRPC. Share it
+/// behind an `Arc` (the service layer does); [`RemoteEngine::set_target`]
+/// moves it to a new primary.
 pub struct RemoteEngine {
     opts: RemoteOptions,
     target: RwLock<Arc<Pool>>,
@@ -210,7 +214,7 @@ struct WaitState {
     done: bool,
     pool: Arc<Pool>,
     // Held for the stream's life: its place on the connection.
-    _slot: Slot,
+    _slot: Arc<Slot>,
 }
 
 impl WaitState {
@@ -247,7 +251,7 @@ struct WatchState {
     inner: tonic::Streaming<pb::LockEvent>,
     done: bool,
     pool: Arc<Pool>,
-    _slot: Slot,
+    _slot: Arc<Slot>,
 }
 
 impl WatchState {
@@ -290,6 +294,7 @@ impl WatchState {
 /// later.
 async fn open<T: Send + 'static>(
     pool: &Pool,
+    slot: Arc<Slot>,
     after: Duration,
     call: impl Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>
     + Send
@@ -300,8 +305,10 @@ async fn open<T: Send + 'static>(
     tokio::spawn(async move {
         tokio::select! {
             r = tokio::time::timeout(after, call) => {
-                // If the caller left, the stream is dropped (and reset) here.
+                // If the caller left, the stream is dropped (and reset) here,
+                // and its place on the connection only now.
                 let _ = tx.send(r);
+                drop(slot);
             }
             () = gone.cancelled() => {}
         }
@@ -331,7 +338,7 @@ async fn first_step<T>(
 impl Engine for RemoteEngine {
     async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
         let pool = self.pool();
-        let slot = pool.stream_slot();
+        let slot = Arc::new(pool.stream_slot());
         let mut client = LockClient::new(slot.channel());
         let req = pb::WaitRequest {
             key: spec.key,
@@ -345,7 +352,13 @@ impl Engine for RemoteEngine {
         // with it and the primary withdraws the request.
         let after = self.opts.call_timeout;
         let (inner, first) = first_step(&pool, after, async {
-            let mut inner = open(&pool, after, async move { client.wait(req).await }).await?;
+            let mut inner = open(
+                &pool,
+                slot.clone(),
+                after,
+                async move { client.wait(req).await },
+            )
+            .await?;
             match inner.message().await {
                 Ok(Some(event)) => Ok((inner, convert::wait_update(event)?)),
                 Ok(None) => Err(closed(pool.url())),
@@ -449,7 +462,7 @@ impl Engine for RemoteEngine {
 
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
         let pool = self.pool();
-        let slot = pool.stream_slot();
+        let slot = Arc::new(pool.stream_slot());
         let mut client = LockClient::new(slot.channel());
         let req = pb::WatchRequest {
             key: key.to_owned(),
@@ -461,7 +474,9 @@ impl Engine for RemoteEngine {
         let inner = first_step(
             &pool,
             after,
-            open(&pool, after, async move { client.watch(req).await }),
+            open(&pool, slot.clone(), after, async move {
+                client.watch(req).await
+            }),
         )
         .await?;
         let state = WatchState {
