@@ -263,6 +263,62 @@ async fn a_killed_primary_is_replaced_and_its_holds_survive() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_frozen_past_its_lease_answers_nothing_stale_when_it_wakes() {
+    let etcd = Etcd::start();
+    let (p, f) = Server::etcd_pair(&etcd, "/frozen/", &["--etcd-primary-ttl-secs", "1"]);
+    let mut cp = p.lock().await;
+    let (_h, first) = acquire(&mut cp, "f", "", 60_000).await;
+
+    // Cut the primary off (SIGSTOP) for longer than its lease: the
+    // follower takes over, and the lock changes hands there.
+    p.signal("STOP");
+    common::etcd::wait_for_role(&f, "primary");
+    let mut cf = f.lock().await;
+    release(&mut cf, "f", first).await;
+    let (_h2, second) = acquire(&mut cf, "f", "", 60_000).await;
+
+    // Questions sent to the old primary while it sleeps are the first
+    // thing it sees on waking: it must not answer them from its old term.
+    let mut cp2 = cp.clone();
+    let get = tokio::spawn(async move { cp.get(pb::GetRequest { key: "f".into() }).await });
+    let try_once = tokio::spawn(async move {
+        cp2.wait(wait_req("f", "", 60_000, Some(0)))
+            .await
+            .map(|s| s.into_inner())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.signal("CONT");
+    match get.await.expect("get task") {
+        Ok(r) => assert_eq!(
+            r.into_inner().holder.map(|h| h.index),
+            Some(second),
+            "the woken primary answered from its old term"
+        ),
+        Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+    }
+    match try_once.await.expect("wait task") {
+        Ok(mut s) => match s.message().await {
+            Ok(Some(ev)) => panic!("the woken primary granted a held lock: {ev:?}"),
+            Ok(None) => panic!("the wait ended with no answer"),
+            Err(s) => assert!(
+                matches!(s.code(), Code::FailedPrecondition | Code::Unavailable),
+                "{s:?}"
+            ),
+        },
+        Err(s) => assert!(
+            matches!(s.code(), Code::FailedPrecondition | Code::Unavailable),
+            "{s:?}"
+        ),
+    }
+    // And it rejoins as a follower of the new primary.
+    common::etcd::wait_for_role(&p, "follower");
+    assert_eq!(
+        view(&mut cf, "f").await.holder.map(|h| h.index),
+        Some(second)
+    );
+}
+
 async fn campaign(server: &Server, name: &str, ttl_ms: u64) -> Streaming<pb::CampaignEvent> {
     let mut e = server.election().await;
     e.campaign(pb::CampaignRequest {

@@ -25,7 +25,7 @@ use super::{
     config::EtcdConfig,
     error::EtcdError,
     journal::EtcdJournal,
-    primary::{Election, Leadership},
+    primary::{Election, Leadership, Validity},
 };
 use crate::engine::{
     AcquireSpec, ClusterView, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView,
@@ -39,8 +39,8 @@ use crate::engine::{
 enum Role {
     /// No primary is known yet; the reason says why.
     Electing(String),
-    /// This gateway runs the engine.
-    Primary(Arc<EmbeddedEngine>),
+    /// This gateway runs the engine, for as long as its term is valid.
+    Primary(Arc<EmbeddedEngine>, Validity),
     /// Another gateway does; calls go there.
     Follower(String),
 }
@@ -110,7 +110,12 @@ impl ClusterEngine {
             loop {
                 let now = role.borrow_and_update().clone();
                 match now {
-                    Role::Primary(engine) => return Ok(engine as Arc<dyn Engine>),
+                    // A term that may have lapsed answers nothing, even
+                    // before the keep-alive task has noticed.
+                    Role::Primary(engine, term) if term.is_valid() => {
+                        return Ok(engine as Arc<dyn Engine>);
+                    }
+                    Role::Primary(..) => {}
                     Role::Follower(_) => return Ok(self.remote.clone() as Arc<dyn Engine>),
                     Role::Electing(_) => {}
                 }
@@ -185,7 +190,7 @@ impl Engine for ClusterEngine {
 
     fn cluster(&self) -> ClusterView {
         match &*self.role.borrow() {
-            Role::Primary(_) => ClusterView {
+            Role::Primary(..) => ClusterView {
                 role: "primary",
                 primary_url: Some(self.advertise_url.clone()),
             },
@@ -316,7 +321,8 @@ impl Runner {
             Box::new(journal),
             snapshot,
         ));
-        self.role.send_replace(Role::Primary(engine.clone()));
+        self.role
+            .send_replace(Role::Primary(engine.clone(), term.validity()));
         tokio::select! {
             () = term.lost() => {}
             () = engine.stopped() => {

@@ -13,7 +13,10 @@
 //! then stops serving at once ([`Leadership::lost`]), before any other
 //! gateway can have won, so two primaries never serve at the same time.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use etcd_client::{
     Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
@@ -50,6 +53,9 @@ pub struct Leadership {
     pub lease: i64,
     /// Cancelled the moment the lease may have lapsed (or on resign).
     lost: CancellationToken,
+    /// The earliest moment the lease may lapse, as far as this process
+    /// knows (moved on by every acknowledged keep-alive).
+    deadline: Arc<Mutex<Instant>>,
 }
 
 impl Leadership {
@@ -63,6 +69,42 @@ impl Leadership {
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
     }
+
+    /// Whether this process may still act as primary right now: the term
+    /// is not over and its lease cannot have lapsed yet. Read from the
+    /// clock, not from the keep-alive task, so a process that was frozen
+    /// (SIGSTOP, a long pause) knows at once on waking that its term may be
+    /// over, whichever of its tasks runs first.
+    pub fn is_valid(&self) -> bool {
+        !self.is_lost() && Instant::now() < *lock(&self.deadline)
+    }
+
+    /// A cheap handle for [`is_valid`](Self::is_valid), for the code that
+    /// routes calls.
+    pub fn validity(&self) -> Validity {
+        Validity {
+            lost: self.lost.clone(),
+            deadline: self.deadline.clone(),
+        }
+    }
+}
+
+/// See [`Leadership::validity`].
+#[derive(Clone, Debug)]
+pub struct Validity {
+    lost: CancellationToken,
+    deadline: Arc<Mutex<Instant>>,
+}
+
+impl Validity {
+    /// See [`Leadership::is_valid`].
+    pub fn is_valid(&self) -> bool {
+        !self.lost.is_cancelled() && Instant::now() < *lock(&self.deadline)
+    }
+}
+
+fn lock(m: &Mutex<Instant>) -> std::sync::MutexGuard<'_, Instant> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Election {
@@ -168,11 +210,13 @@ impl Election {
             .or_else(|| resp.header().map(|h| h.revision()))
             .unwrap_or_default();
         let lost = CancellationToken::new();
-        let deadline = sent + Duration::from_secs(granted.ttl().max(1) as u64);
+        let deadline = Arc::new(Mutex::new(
+            sent + Duration::from_secs(granted.ttl().max(1) as u64),
+        ));
         tokio::spawn(keep_alive(
             self.client.clone(),
             id,
-            deadline,
+            deadline.clone(),
             self.timeout,
             lost.clone(),
         ));
@@ -184,6 +228,7 @@ impl Election {
             },
             lease: id,
             lost,
+            deadline,
         }))
     }
 
@@ -203,10 +248,11 @@ impl Election {
 async fn keep_alive(
     client: Client,
     lease: i64,
-    mut deadline: Instant,
+    shared: Arc<Mutex<Instant>>,
     timeout: Duration,
     lost: CancellationToken,
 ) {
+    let mut deadline = *lock(&shared);
     let mut leases = client.lease_client();
     let opened = tokio::time::timeout(timeout, leases.keep_alive(lease)).await;
     let (mut keeper, mut stream) = match opened {
@@ -251,6 +297,7 @@ async fn keep_alive(
         match answer {
             Ok(Some(resp)) if resp.ttl() > 0 => {
                 deadline = sent + Duration::from_secs(resp.ttl() as u64);
+                *lock(&shared) = deadline;
             }
             Ok(Some(_)) => {
                 tracing::warn!(

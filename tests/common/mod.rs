@@ -95,6 +95,15 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Kills the process with SIGKILL (`kill -9`) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
