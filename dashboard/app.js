@@ -520,6 +520,11 @@
     if (!st) return;
     $('f-version').textContent = st.version || '—';
     $('f-backend').textContent = st.backend || '—';
+    // Over etcd: primary, follower (of the primary's URL) or electing.
+    const role = $('f-role');
+    role.textContent = st.role || '—';
+    role.title = st.primaryUrl ? 'primary: ' + st.primaryUrl : '';
+    if (st.role === 'follower' && st.primaryUrl) role.textContent = 'follower of ' + st.primaryUrl;
     $('f-keys').textContent = String(num(st.keys));
     $('f-entries').textContent = String(num(st.entries));
     $('f-waiters').textContent = String(num(st.waiters));

@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// dies is replaced about this long after.
     #[arg(long, env = "BATON_ETCD_PRIMARY_TTL_SECS", default_value_t = EtcdConfig::default().primary_ttl_secs)]
     pub etcd_primary_ttl_secs: u64,
+    /// How often the primary compacts etcd's history (as kube-apiserver
+    /// does), in seconds; 0 leaves it to etcd's --auto-compaction-retention.
+    #[arg(long, env = "BATON_ETCD_COMPACTION_INTERVAL_SECS", default_value_t = EtcdConfig::default().compaction_interval.as_secs())]
+    pub etcd_compaction_interval_secs: u64,
     /// The gRPC URL other gateways reach this one at when it is primary
     /// (`--backend etcd`). Default: `http://` (or `https://` with TLS) and
     /// the listen address; required when listening on 0.0.0.0 or [::].
@@ -222,6 +226,7 @@ impl ServeArgs {
             key_file: self.etcd_key_file.clone(),
             timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
             primary_ttl_secs: self.etcd_primary_ttl_secs,
+            compaction_interval: std::time::Duration::from_secs(self.etcd_compaction_interval_secs),
         }
     }
 }

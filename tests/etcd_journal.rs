@@ -183,3 +183,39 @@ async fn a_term_ends_before_its_lease_can_have_lapsed_when_etcd_is_gone() {
         "the term ended {after:?} after etcd went away; the lease (2 s) may have lapsed by then"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_compacts_etcds_history() {
+    let etcd = Etcd::start();
+    let server = common::Server::etcd(
+        &etcd,
+        "/compact/",
+        &["--etcd-compaction-interval-secs", "1"],
+    );
+    common::etcd::wait_for_role(&server, "primary");
+    let mut c = server.lock().await;
+    // Every grant and release is a batch, and so a revision, in etcd.
+    for _ in 0..20 {
+        let (_s, index) = common::acquire(&mut c, "churn", "", 0).await;
+        common::release(&mut c, "churn", index).await;
+    }
+    let mut kv = client(&etcd).await;
+    let compacted = common::eventually(Duration::from_secs(10), || {
+        let mut kv = kv.clone();
+        async move {
+            let old = kv
+                .get(
+                    "/compact/",
+                    Some(GetOptions::new().with_prefix().with_revision(2)),
+                )
+                .await;
+            matches!(old, Err(e) if e.to_string().contains("compacted"))
+        }
+    })
+    .await;
+    assert!(compacted, "etcd's early revisions were never compacted");
+    // The lock service goes on as before.
+    let (_s, index) = common::acquire(&mut c, "churn", "", 0).await;
+    assert!(index > 0);
+    let _ = kv.status().await.expect("etcd still serves");
+}

@@ -109,6 +109,7 @@ describe('baton dashboard in headless Chromium', { timeout: 240000 }, () => {
     await until('the watch to be live', () => document.getElementById('conn-text').textContent === 'Live');
     await until('the empty state', () => /No locks or elections yet/.test(document.getElementById('keys-state').textContent));
     await until('server facts', () => document.getElementById('f-backend').textContent === 'embedded');
+    await until('the role', () => document.getElementById('f-role').textContent === 'embedded');
     assert.match(await text('#f-version'), /^\d+\.\d+\.\d+/);
     assert.equal(await text('#f-keys'), '0');
     assert.equal(await page.isVisible('#banner'), false);

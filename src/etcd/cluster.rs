@@ -83,6 +83,7 @@ impl ClusterEngine {
             options,
             prefix: config.prefix.clone(),
             primary_ttl_secs: config.primary_ttl_secs,
+            compaction_interval: config.compaction_interval,
             timeout: config.timeout,
             embedded,
             url: advertise_url.clone(),
@@ -212,6 +213,7 @@ struct Runner {
     options: etcd_client::ConnectOptions,
     prefix: String,
     primary_ttl_secs: u64,
+    compaction_interval: Duration,
     timeout: Duration,
     embedded: EmbeddedConfig,
     url: String,
@@ -323,6 +325,14 @@ impl Runner {
         ));
         self.role
             .send_replace(Role::Primary(engine.clone(), term.validity()));
+        let compacting = CancellationToken::new();
+        tokio::spawn(super::compaction::run(
+            client.clone(),
+            election.key().to_owned(),
+            self.compaction_interval,
+            compacting.clone(),
+        ));
+        let _stop_compacting = compacting.drop_guard();
         tokio::select! {
             () = term.lost() => {}
             () = engine.stopped() => {

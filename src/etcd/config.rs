@@ -29,6 +29,8 @@ pub struct EtcdConfig {
     pub timeout: Duration,
     /// TTL of the primary's election lease, in seconds.
     pub primary_ttl_secs: u64,
+    /// How often the primary compacts etcd's history; zero: never.
+    pub compaction_interval: Duration,
 }
 
 impl Default for EtcdConfig {
@@ -43,6 +45,7 @@ impl Default for EtcdConfig {
             key_file: None,
             timeout: Duration::from_secs(5),
             primary_ttl_secs: 2,
+            compaction_interval: Duration::from_secs(300),
         }
     }
 }

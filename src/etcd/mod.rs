@@ -9,9 +9,11 @@
 //! - [`journal`]: the primary's journal in etcd.
 //! - [`cluster`]: the [`Engine`](crate::engine::Engine) a gateway serves:
 //!   the primary's engine, or the forwarding one.
+//! - [`compaction`]: compacting etcd's history while primary.
 //! - [`config`], [`error`]: the connection options and failures.
 
 pub mod cluster;
+pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod journal;

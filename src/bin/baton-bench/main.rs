@@ -29,6 +29,8 @@ enum Scenario {
     Waiters,
     Expiry,
     Floor,
+    /// kill -9 of the primary gateway (targets with a follower only).
+    Failover,
 }
 
 impl Scenario {
@@ -40,6 +42,7 @@ impl Scenario {
             Self::Waiters => "many waiters",
             Self::Expiry => "expiry lateness",
             Self::Floor => "floor (health check)",
+            Self::Failover => "fail-over",
         }
     }
 }
@@ -52,10 +55,10 @@ impl Scenario {
 )]
 struct Args {
     /// Systems to measure.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TargetKind::Memory, TargetKind::Durable, TargetKind::BatonEtcd, TargetKind::EtcdV3lock, TargetKind::BatonElection, TargetKind::EtcdV3election])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TargetKind::Memory, TargetKind::Durable, TargetKind::BatonEtcd, TargetKind::BatonEtcdFollower, TargetKind::EtcdV3lock, TargetKind::BatonElection, TargetKind::EtcdV3election])]
     targets: Vec<TargetKind>,
     /// Scenarios to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Floor, Scenario::Uncontended, Scenario::Handoff, Scenario::Waiters, Scenario::Expiry])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Floor, Scenario::Uncontended, Scenario::Handoff, Scenario::Waiters, Scenario::Expiry, Scenario::Failover])]
     scenarios: Vec<Scenario>,
     /// Client counts for the uncontended and floor scenarios.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64, 256])]
@@ -148,13 +151,36 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
         for &scenario in &args.scenarios {
             // A fresh target per scenario, so one that a scenario overwhelms
             // does not spoil the next; a failure is reported, not fatal.
-            let target = Target::start(kind)?;
+            if scenario == Scenario::Failover && kind != TargetKind::BatonEtcdFollower {
+                continue;
+            }
+            let mut target = Target::start(kind).await?;
             target.ready().await?;
+            if scenario == Scenario::Failover {
+                run += 1;
+                let got = scenarios::failover(&mut target, run)
+                    .await
+                    .unwrap_or_else(|e| {
+                        vec![report::Row::failed("fail-over", kind, 1, format!("{e:#}"))]
+                    });
+                for row in got {
+                    match &row.failed {
+                        Some(why) => eprintln!("   {}: FAILED: {why}", row.scenario),
+                        None => eprintln!(
+                            "   {}: p50 {} us p99 {} us ({} samples)",
+                            row.scenario, row.p50_us, row.p99_us, row.samples
+                        ),
+                    }
+                    rows.push(row);
+                }
+                continue;
+            }
             let counts: Vec<usize> = match scenario {
                 Scenario::Floor | Scenario::Uncontended => args.clients.clone(),
                 Scenario::Handoff => vec![args.handoff_clients],
                 Scenario::Waiters => vec![args.waiters],
                 Scenario::Expiry => vec![args.expiry_holders],
+                Scenario::Failover => vec![],
             };
             for c in counts {
                 run += 1;
@@ -168,6 +194,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
                     Scenario::Expiry => {
                         scenarios::expiry(&target, c, args.expiry_ttl_ms, run).await
                     }
+                    Scenario::Failover => continue,
                 };
                 let row = result.unwrap_or_else(|e| {
                     report::Row::failed(scenario.name(), kind, c, format!("{e:#}"))

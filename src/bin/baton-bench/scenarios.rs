@@ -273,3 +273,108 @@ pub fn disk_fsync(phase: Phase) -> Result<Row> {
     row.target = "disk (4 KiB write + fdatasync)";
     Ok(row)
 }
+
+/// The fail-over scenario: a client holds a lock through the follower and
+/// renews it every 100 ms; the primary gateway is killed with SIGKILL. Two
+/// rows: the time from the kill to the first new grant through the
+/// survivor (polled every 10 ms with try-once acquires), and the latency
+/// of the holder's renewals from a second before the kill to three after
+/// the first grant (a renew that fails is retried; its latency runs until
+/// one succeeds).
+pub async fn failover(target: &mut Target, run: u64) -> Result<Vec<Row>> {
+    use baton::proto::v1::{self as pb, lock_client::LockClient, renew_request, wait_event};
+    let channel = tonic::transport::Channel::from_shared(target.url().to_owned())?
+        .connect()
+        .await?;
+    let lock = LockClient::new(channel);
+    let key = format!("bench/failover/{run}");
+    let mut c = lock.clone();
+    let mut s = c
+        .wait(pb::WaitRequest {
+            key: key.clone(),
+            value: String::new(),
+            ttl_ms: 10_000,
+            timeout_ms: None,
+        })
+        .await?
+        .into_inner();
+    let index = match s.message().await?.and_then(|e| e.event) {
+        Some(wait_event::Event::Acquired(a)) => a.index,
+        other => anyhow::bail!("the fail-over lock was not granted: {other:?}"),
+    };
+    let renewals = Arc::new(Mutex::new(histogram()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (mut c, key, renewals, stop) =
+            (lock.clone(), key.clone(), renewals.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                loop {
+                    let r = c
+                        .renew(pb::RenewRequest {
+                            key: key.clone(),
+                            target: Some(renew_request::Target::Index(index)),
+                            ttl_ms: 10_000,
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => break,
+                        Err(e) if e.code() == tonic::Code::NotFound => {
+                            return Err(anyhow::anyhow!("the hold was lost across the fail-over"));
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                    if started.elapsed() > Duration::from_secs(9) {
+                        return Err(anyhow::anyhow!("no renew succeeded for 9 s"));
+                    }
+                }
+                let _ = renewals.lock().await.record(micros(started.elapsed()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if !target.kill_primary() {
+        anyhow::bail!("the target has no primary to kill");
+    }
+    let killed = Instant::now();
+    let mut n = 0u64;
+    let first_grant = loop {
+        n += 1;
+        let mut c = lock.clone();
+        let attempt = c
+            .wait(pb::WaitRequest {
+                key: format!("bench/failover/{run}/probe/{n}"),
+                value: String::new(),
+                ttl_ms: 0,
+                timeout_ms: Some(0),
+            })
+            .await;
+        if let Ok(s) = attempt {
+            let mut s = s.into_inner();
+            if let Ok(Some(pb::WaitEvent {
+                event: Some(wait_event::Event::Acquired(_)),
+            })) = s.message().await
+            {
+                break killed.elapsed();
+            }
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("no grant within 60 s of killing the primary");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    renewer.await??;
+    let mut first = histogram();
+    let _ = first.record(micros(first_grant));
+    let kind = target.kind;
+    let h = renewals.lock().await;
+    Ok(vec![
+        Row::latency("fail-over: kill -9 to first grant", kind, 1, 0.0, &first),
+        Row::latency("fail-over: renew latency across it", kind, 1, 0.0, &h),
+    ])
+}

@@ -27,8 +27,11 @@ pub enum TargetKind {
     Memory,
     /// `baton --data-dir` (fsync'd group commits).
     Durable,
-    /// `baton --backend etcd` over a local etcd.
+    /// `baton --backend etcd` over a local etcd: one gateway, the primary.
     BatonEtcd,
+    /// Two `baton --backend etcd` gateways; clients talk to the follower,
+    /// which forwards to the primary.
+    BatonEtcdFollower,
     /// etcd's v3lock API, called directly.
     EtcdV3lock,
     /// `baton --memory` through its Election API (campaign, resign).
@@ -44,6 +47,7 @@ impl TargetKind {
             Self::Memory => "baton --memory",
             Self::Durable => "baton durable",
             Self::BatonEtcd => "baton over etcd",
+            Self::BatonEtcdFollower => "baton over etcd, via a follower",
             Self::EtcdV3lock => "etcd v3lock",
             Self::BatonElection => "baton --memory, election",
             Self::EtcdV3election => "etcd v3election",
@@ -109,14 +113,17 @@ pub struct Target {
     pub kind: TargetKind,
     url: String,
     procs: Vec<Proc>,
+    /// The primary gateway, for targets with a follower in front of it.
+    primary: Option<Proc>,
     _dir: tempfile::TempDir,
 }
 
 impl Target {
     /// Starts the processes the target needs.
-    pub fn start(kind: TargetKind) -> Result<Self> {
+    pub async fn start(kind: TargetKind) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data").display().to_string();
+        let mut primary = None;
         let (procs, url) = match kind {
             TargetKind::Memory | TargetKind::BatonElection => {
                 let (p, url) = start_baton(&["--memory".into()])?;
@@ -136,6 +143,23 @@ impl Target {
                 ])?;
                 (vec![p, etcd], url)
             }
+            TargetKind::BatonEtcdFollower => {
+                let (etcd, etcd_url) = start_etcd(&dir.path().join("etcd"))?;
+                let args = [
+                    "--backend".into(),
+                    "etcd".into(),
+                    "--etcd-endpoints".into(),
+                    etcd_url,
+                ];
+                // The first gateway must lead before the second starts, so
+                // that the second follows.
+                let (p, primary_url) = start_baton(&args)?;
+                wait_for_role(&primary_url, "primary").await?;
+                let (f, url) = start_baton(&args)?;
+                wait_for_role(&url, "follower").await?;
+                primary = Some(p);
+                (vec![f, etcd], url)
+            }
             TargetKind::EtcdV3lock | TargetKind::EtcdV3election => {
                 let (etcd, etcd_url) = start_etcd(&dir.path().join("etcd"))?;
                 (vec![etcd], etcd_url)
@@ -145,8 +169,20 @@ impl Target {
             kind,
             url,
             procs,
+            primary,
             _dir: dir,
         })
+    }
+
+    /// Kills the primary gateway with SIGKILL (`kill -9`), for the
+    /// fail-over scenario. False if the target has no separate primary.
+    pub fn kill_primary(&mut self) -> bool {
+        self.primary.take().is_some()
+    }
+
+    /// The URL sessions connect to.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Waits until the target answers and grants a lock (etcd elects
@@ -175,7 +211,11 @@ impl Target {
 
     /// Server memory (all of the target's processes), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        self.procs.iter().map(Proc::rss_kib).sum()
+        self.procs
+            .iter()
+            .chain(&self.primary)
+            .map(Proc::rss_kib)
+            .sum()
     }
 
     /// Opens a session on a connection of its own.
@@ -440,3 +480,28 @@ impl Session for EtcdSession {
 
 /// How long to wait before giving up on a stuck operation.
 pub const STUCK: Duration = Duration::from_secs(120);
+
+/// Waits (30 s at most) until the baton at `url` reports `role` through
+/// `baton.v1.Status/Get`.
+async fn wait_for_role(url: &str, role: &str) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let asked = async {
+            let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+            let st = pb::status_client::StatusClient::new(channel)
+                .get(pb::StatusRequest {})
+                .await?
+                .into_inner();
+            Ok::<_, anyhow::Error>(st.role)
+        };
+        if let Ok(Ok(now)) = tokio::time::timeout(Duration::from_secs(2), asked).await
+            && now == role
+        {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("{url} did not become {role} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
