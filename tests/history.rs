@@ -3,7 +3,8 @@
 //! try-once, renews, releases, expiries), each recording what it sent and
 //! heard; `common::history` then checks that no two clients ever believed
 //! they held one key at once and that fencing tokens only rose. Once in
-//! memory, once durable with `kill -9` restarts in the middle of it.
+//! memory, once durable with `kill -9` restarts in the middle of it, and
+//! once over etcd through three gateways whose primary is killed twice.
 //!
 //! `BATON_HISTORY_RUNS=N` checks N histories of each kind instead of one.
 
@@ -19,6 +20,7 @@ use baton::proto::v1::{
 };
 use common::{
     Server,
+    etcd::Etcd,
     history::{Event, History, check},
 };
 use futures::StreamExt;
@@ -222,6 +224,57 @@ async fn one_history(seed: u64, durable: bool, restarts: usize) -> Arc<History> 
     history
 }
 
+/// Runs one history over etcd: three gateways, the clients spread over
+/// them, and the primary killed with SIGKILL `kills` times during the run
+/// (each time a new gateway takes the dead one's place, so the cluster
+/// keeps three).
+async fn etcd_history(seed: u64, kills: usize, run: Duration) -> Arc<History> {
+    let etcd = Etcd::start();
+    let args = ["--etcd-primary-ttl-secs", "1"];
+    let mut gateways: Vec<Server> = (0..3)
+        .map(|_| Server::etcd(&etcd, "/history/", &args))
+        .collect();
+    let urls: Vec<Url> = gateways
+        .iter()
+        .map(|g| Arc::new(RwLock::new(g.url.clone())))
+        .collect();
+    let history = Arc::new(History::default());
+    let stop = CancellationToken::new();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            tokio::spawn(client(
+                id,
+                urls[id % urls.len()].clone(),
+                history.clone(),
+                stop.clone(),
+                rng.u64(..),
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    for n in 0..kills {
+        let at = run * (n as u32 + 1) / (kills as u32 + 1);
+        tokio::time::sleep(at.saturating_sub(started.elapsed())).await;
+        let primary = tokio::task::block_in_place(|| {
+            gateways
+                .iter()
+                .position(|g| common::etcd::role(g) == "primary")
+        });
+        let p = primary.expect("a primary to kill (none of the three says it is one)");
+        gateways[p].kill();
+        gateways[p] = Server::etcd(&etcd, "/history/", &args);
+        *urls[p].write().expect("url lock") = gateways[p].url.clone();
+    }
+    tokio::time::sleep(run.saturating_sub(started.elapsed())).await;
+    stop.cancel();
+    for c in clients {
+        c.await.expect("client task");
+    }
+    drop(gateways);
+    history
+}
+
 fn runs() -> u64 {
     std::env::var("BATON_HISTORY_RUNS")
         .ok()
@@ -259,6 +312,17 @@ async fn durable_histories_across_kill_dash_nine_never_show_two_holders() {
     for seed in 0..runs() {
         let h = one_history(100 + seed, true, 4).await;
         verify(&h, &format!("durable with 4 kill -9, seed {seed}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_over_etcd_across_killed_primaries_never_show_two_holders() {
+    for seed in 0..runs() {
+        let h = etcd_history(200 + seed, 2, Duration::from_secs(7)).await;
+        verify(
+            &h,
+            &format!("etcd, three gateways, 2 primaries killed, seed {seed}"),
+        );
     }
 }
 
