@@ -105,17 +105,7 @@ fn slowloris_silent_and_idle_connections_are_closed() {
 #[test]
 fn long_waits_outlive_every_timeout() {
     // Every timeout at 1 s; the waits below last 4 s.
-    let s = Server::start(&[
-        "--memory",
-        "--header-read-timeout-secs",
-        "1",
-        "--idle-timeout-secs",
-        "1",
-        "--keepalive-interval-secs",
-        "1",
-        "--keepalive-timeout-secs",
-        "1",
-    ]);
+    let s = every_timeout_at_one_second();
     let held = curl(
         &s.addr,
         &["-X", "POST", "http://ADDR/mod/v2/lock/long?ttl=60"],
@@ -179,17 +169,7 @@ fn long_waits_outlive_every_timeout() {
 
 #[tokio::test]
 async fn a_grpc_wait_outlives_the_keepalive_timeouts() {
-    let s = Server::start(&[
-        "--memory",
-        "--header-read-timeout-secs",
-        "1",
-        "--idle-timeout-secs",
-        "1",
-        "--keepalive-interval-secs",
-        "1",
-        "--keepalive-timeout-secs",
-        "1",
-    ]);
+    let s = every_timeout_at_one_second();
     let mut c = s.lock().await;
     let (_held, index) = common::acquire(&mut c, "g", "", 60_000).await;
     let mut w = s.lock().await;
@@ -417,4 +397,19 @@ fn a_stalled_request_body_fails() {
         (200, ""),
         "nothing was acquired: {r:?}"
     );
+}
+
+/// A server whose header-read, idle and keep-alive timeouts are all 1 s.
+fn every_timeout_at_one_second() -> Server {
+    Server::start(&[
+        "--memory",
+        "--header-read-timeout-secs",
+        "1",
+        "--idle-timeout-secs",
+        "1",
+        "--keepalive-interval-secs",
+        "1",
+        "--keepalive-timeout-secs",
+        "1",
+    ])
 }

@@ -191,20 +191,8 @@ async fn one_history(seed: u64, durable: bool, restarts: usize) -> Arc<History> 
     };
     let mut server = Server::start(&args);
     let url: Url = Arc::new(RwLock::new(server.url.clone()));
-    let history = Arc::new(History::default());
-    let stop = CancellationToken::new();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|id| {
-            tokio::spawn(client(
-                id,
-                url.clone(),
-                history.clone(),
-                stop.clone(),
-                rng.u64(..),
-            ))
-        })
-        .collect();
+    let clients = Clients::spawn(&mut rng, |_| url.clone());
     let started = Instant::now();
     for n in 0..restarts {
         let at = RUN * (n as u32 + 1) / (restarts as u32 + 1);
@@ -216,10 +204,7 @@ async fn one_history(seed: u64, durable: bool, restarts: usize) -> Arc<History> 
         *url.write().expect("url lock") = server.url.clone();
     }
     tokio::time::sleep(RUN.saturating_sub(started.elapsed())).await;
-    stop.cancel();
-    for c in clients {
-        c.await.expect("client task");
-    }
+    let history = clients.finish().await;
     drop(server);
     history
 }
@@ -238,20 +223,8 @@ async fn etcd_history(seed: u64, kills: usize, run: Duration) -> Arc<History> {
         .iter()
         .map(|g| Arc::new(RwLock::new(g.url.clone())))
         .collect();
-    let history = Arc::new(History::default());
-    let stop = CancellationToken::new();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|id| {
-            tokio::spawn(client(
-                id,
-                urls[id % urls.len()].clone(),
-                history.clone(),
-                stop.clone(),
-                rng.u64(..),
-            ))
-        })
-        .collect();
+    let clients = Clients::spawn(&mut rng, |id| urls[id % urls.len()].clone());
     let started = Instant::now();
     for n in 0..kills {
         let at = run * (n as u32 + 1) / (kills as u32 + 1);
@@ -267,12 +240,50 @@ async fn etcd_history(seed: u64, kills: usize, run: Duration) -> Arc<History> {
         *urls[p].write().expect("url lock") = gateways[p].url.clone();
     }
     tokio::time::sleep(run.saturating_sub(started.elapsed())).await;
-    stop.cancel();
-    for c in clients {
-        c.await.expect("client task");
-    }
+    let history = clients.finish().await;
     drop(gateways);
     history
+}
+
+/// The [`CLIENTS`] clients of one history, and what they record.
+struct Clients {
+    history: Arc<History>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Clients {
+    /// Starts them; client `id` talks to the server `url(id)` names.
+    fn spawn(rng: &mut fastrand::Rng, url: impl Fn(usize) -> Url) -> Self {
+        let history = Arc::new(History::default());
+        let stop = CancellationToken::new();
+        let tasks = (0..CLIENTS)
+            .map(|id| {
+                tokio::spawn(client(
+                    id,
+                    url(id),
+                    history.clone(),
+                    stop.clone(),
+                    rng.u64(..),
+                ))
+            })
+            .collect();
+        Self {
+            history,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops them, waits for each to finish its turn, and hands the
+    /// history over.
+    async fn finish(self) -> Arc<History> {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.expect("client task");
+        }
+        self.history
+    }
 }
 
 fn runs() -> u64 {

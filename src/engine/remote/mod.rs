@@ -225,17 +225,10 @@ impl WaitState {
         if self.done {
             return None;
         }
-        let item = tokio::select! {
-            m = self.inner.message() => m,
-            () = self.pool.gone().cancelled() => {
-                self.done = true;
-                return Some(Err(moved(self.pool.url())));
-            }
-        };
-        let update = match item {
-            Ok(Some(event)) => convert::wait_update(event),
-            Ok(None) => Err(closed(self.pool.url())),
-            Err(s) => Err(status::engine_error(&s, self.queued_index)),
+        let update = match next_message(&mut self.inner, &self.pool).await {
+            Next::Message(event) => convert::wait_update(event),
+            Next::Ended(e) => Err(e),
+            Next::Failed(s) => Err(status::engine_error(&s, self.queued_index)),
         };
         match &update {
             Ok(WaitUpdate::Queued { index, .. }) => self.queued_index = Some(*index),
@@ -243,6 +236,30 @@ impl WaitState {
             Ok(WaitUpdate::Ended { .. }) | Err(_) => self.done = true,
         }
         Some(update)
+    }
+}
+
+/// What a stream to the primary gave next.
+enum Next<T> {
+    Message(T),
+    /// The engine moved to another primary, or the primary closed the
+    /// stream.
+    Ended(EngineError),
+    /// The primary (or the connection) failed the stream.
+    Failed(tonic::Status),
+}
+
+/// The next message of a stream to the primary, unless the engine moves
+/// to another primary first.
+async fn next_message<T>(inner: &mut tonic::Streaming<T>, pool: &Pool) -> Next<T> {
+    let item = tokio::select! {
+        m = inner.message() => m,
+        () = pool.gone().cancelled() => return Next::Ended(moved(pool.url())),
+    };
+    match item {
+        Ok(Some(m)) => Next::Message(m),
+        Ok(None) => Next::Ended(closed(pool.url())),
+        Err(s) => Next::Failed(s),
     }
 }
 
@@ -259,17 +276,10 @@ impl WatchState {
         if self.done {
             return None;
         }
-        let item = tokio::select! {
-            m = self.inner.message() => m,
-            () = self.pool.gone().cancelled() => {
-                self.done = true;
-                return Some(Err(moved(self.pool.url())));
-            }
-        };
-        let event = match item {
-            Ok(Some(e)) => convert::lock_event(e),
-            Ok(None) => Err(closed(self.pool.url())),
-            Err(s) => Err(status::engine_error(&s, None)),
+        let event = match next_message(&mut self.inner, &self.pool).await {
+            Next::Message(e) => convert::lock_event(e),
+            Next::Ended(e) => Err(e),
+            Next::Failed(s) => Err(status::engine_error(&s, None)),
         };
         if event.is_err() {
             self.done = true;
