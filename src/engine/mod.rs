@@ -2,9 +2,9 @@
 //!
 //! The service layer talks only to [`Engine`]. The embedded backend
 //! ([`embedded`]) drives the clock-free [`table::LockTable`] from one tokio
-//! task and makes it durable through a [`store`](crate::store) journal; the
-//! etcd backend keeps the same contract on an etcd cluster; its followers
-//! forward to the primary through [`remote`].
+//! task and makes it durable through a [`store`](crate::store) journal. The
+//! etcd backend runs that same engine on an elected primary, with its
+//! journal in etcd; the other gateways forward to it through [`remote`].
 
 pub mod clock;
 pub mod embedded;
@@ -61,9 +61,10 @@ pub trait Engine: Send + Sync + 'static {
         self.stats().await.map(|_| ())
     }
     /// Called once when the server stops, after its streams have ended: a
-    /// backend gives up what only its waiters needed. The embedded backend
-    /// has nothing to do; the etcd backend revokes its session lease, so
-    /// its queued entries go at once rather than when the lease lapses.
+    /// backend gives up what it holds for the others. The embedded backend
+    /// has nothing to do; an etcd gateway that is primary resigns, so
+    /// another gateway takes over at once rather than when its lease
+    /// lapses.
     async fn shutdown(&self) {}
     /// The backend's name for status pages: `embedded` or `etcd`.
     fn backend(&self) -> &'static str;
