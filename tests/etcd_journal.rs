@@ -49,6 +49,19 @@ async fn commit(
     .expect("commit task")
 }
 
+/// How many keys the journal's log under `/j/` has.
+async fn log_keys(c: &Client) -> usize {
+    c.clone()
+        .get(
+            "/j/journal/log/",
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("etcd")
+        .kvs()
+        .len()
+}
+
 fn sorted(mut holds: Vec<HeldRecord>) -> Vec<HeldRecord> {
     holds.sort_by_key(|h| h.index);
     holds
@@ -96,16 +109,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
     want.extend((10..1510).map(|i| held(i, &format!("big/{i}"), Some("x".repeat(1000)))));
     let (mut journal, r) = commit(journal, big, 4000).await;
     r.expect("a batch of 1.5 MB goes in parts");
-    let parts = c
-        .clone()
-        .get(
-            "/j/journal/log/",
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
-        .await
-        .expect("etcd")
-        .kvs()
-        .len();
+    let parts = log_keys(&c).await;
     assert!(
         parts > 3,
         "the large batch was written in parts ({parts} log keys); MAX_PART_BYTES is {MAX_PART_BYTES}"
@@ -119,16 +123,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
 
     // Compaction keeps the state and empties the log.
     journal.compact().await.expect("compact");
-    let log = c
-        .clone()
-        .get(
-            "/j/journal/log/",
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
-        .await
-        .expect("etcd")
-        .kvs()
-        .len();
+    let log = log_keys(&c).await;
     assert_eq!(log, 0, "compaction leaves no batch behind");
     let (journal, r) = commit(journal, vec![Record::Removed { index: 2 }], 4000).await;
     r.expect("a batch after compaction");
