@@ -115,9 +115,12 @@ impl Service {
     /// counts as of now.
     pub async fn metrics_text(&self) -> Result<String, ServiceError> {
         let stats = self.stats().await?;
-        Ok(self
-            .metrics
-            .render(&stats, self.open_streams(), self.uptime()))
+        Ok(self.metrics.render(
+            &stats,
+            &self.engine.endpoints(),
+            self.open_streams(),
+            self.uptime(),
+        ))
     }
 
     /// Runs one RPC's work and counts how it ended.
