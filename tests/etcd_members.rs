@@ -537,3 +537,66 @@ async fn the_whole_cluster_down_fails_cleanly_grants_nothing_and_recovers() {
     );
     none_failed("whole cluster back", &outcomes, back, back + SETTLE, end);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_moves_to_another_member_without_losing_or_repeating_an_event() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = EtcdCluster::start(3);
+    // Writes go straight to member 1; the watch, the first request of its
+    // Endpoints, opens on member 0 (round-robin starts there).
+    let mut writer = etcd_client::Client::connect([cluster.url(1)], None)
+        .await
+        .expect("connect");
+    let start = writer.put("/wm/k", "start", None).await.expect("put");
+    let from = start.header().expect("header").revision() + 1;
+    let endpoints = baton::etcd::EtcdConfig {
+        endpoints: (0..cluster.len())
+            .map(|i| cluster.url(i).to_owned())
+            .collect(),
+        prefix: "/wm/".into(),
+        ..baton::etcd::EtcdConfig::default()
+    }
+    .endpoints()
+    .expect("endpoints");
+    let mut watch = endpoints.watch("/wm/k", etcd_client::WatchOptions::new(), from);
+
+    const N: usize = 200;
+    let writes = tokio::spawn(async move {
+        for i in 0..N {
+            writer
+                .put("/wm/k", i.to_string(), None)
+                .await
+                .expect("put at member 1");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    let mut killed = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < N {
+        if !killed && seen.len() >= N / 4 {
+            cluster.kill(0);
+            killed = true;
+        }
+        let events = tokio::time::timeout_at(deadline.into(), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {N} events within 30 s", seen.len()))
+            .expect("the watch");
+        for e in events {
+            let kv = e.kv().expect("kv");
+            seen.push(kv.value_str().expect("utf-8").to_owned());
+        }
+    }
+    writes.await.expect("writer");
+    let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(seen, want, "every change once, in order");
+    // It did move: member 0 counts a reopened watch.
+    let stats = endpoints.stats();
+    let moved = stats[0]
+        .retries
+        .iter()
+        .find(|(c, _)| *c == "watch")
+        .map_or(0, |(_, n)| *n);
+    assert!(moved >= 1, "{stats:?}");
+    assert!(!stats[0].healthy, "{stats:?}");
+}

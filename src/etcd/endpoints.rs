@@ -652,3 +652,112 @@ impl Watch {
         Ok((i, stream, false))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn status(s: tonic::Status) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(s)
+    }
+
+    fn cause(e: etcd_client::Error) -> Option<Cause> {
+        match classify(&e) {
+            Failure::Member(c) => Some(c),
+            Failure::Final => None,
+        }
+    }
+
+    #[test]
+    fn failures_are_sorted_by_whether_the_request_may_have_been_applied() {
+        use tonic::Status;
+        assert_eq!(
+            cause(status(Status::unavailable("tcp connect error"))),
+            Some(Cause::Connect)
+        );
+        assert_eq!(
+            cause(status(Status::unavailable("etcdserver: no leader"))),
+            Some(Cause::NoLeader)
+        );
+        // Proposed, then timed out: it may have been applied.
+        assert_eq!(
+            cause(status(Status::unavailable("etcdserver: request timed out"))),
+            Some(Cause::Broken)
+        );
+        assert_eq!(
+            cause(status(Status::unknown("transport error"))),
+            Some(Cause::Broken)
+        );
+        assert_eq!(
+            cause(etcd_client::Error::IoError(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            ))),
+            Some(Cause::Connect)
+        );
+        // The same answer from any member: not retried.
+        for s in [
+            Status::invalid_argument("etcdserver: key is not provided"),
+            Status::not_found("etcdserver: requested lease not found"),
+            Status::out_of_range("etcdserver: mvcc: required revision has been compacted"),
+            Status::permission_denied("etcdserver: permission denied"),
+            Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
+        ] {
+            assert_eq!(cause(status(s.clone())), None, "{s:?}");
+        }
+        assert!(Cause::Connect.not_sent() && Cause::NoLeader.not_sent());
+        assert!(!Cause::Timeout.not_sent() && !Cause::Broken.not_sent());
+    }
+
+    fn endpoints(n: usize) -> Endpoints {
+        Endpoints::new(EndpointsConfig {
+            urls: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", 1 + i))
+                .collect(),
+            options: ConnectOptions::new(),
+            probe_key: "/t/primary".into(),
+            timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_millis(100),
+            health_interval: Duration::from_secs(3600),
+        })
+        .expect("endpoints")
+    }
+
+    #[tokio::test]
+    async fn members_out_of_rotation_are_tried_last_and_each_once_a_round() {
+        let e = endpoints(3);
+        e.mark_down(&e.inner.members[1], "test");
+        for _ in 0..6 {
+            let first = e.pick(&[false, false, false]).expect("a member");
+            assert_ne!(first, 1, "a member out of rotation came first");
+        }
+        assert_eq!(e.pick(&[true, false, true]), Some(1));
+        assert_eq!(e.pick(&[true, true, true]), None);
+        // Round-robin over those in rotation.
+        let picks: BTreeSet<usize> = (0..4).map(|_| e.pick(&[false; 3]).unwrap()).collect();
+        assert_eq!(picks, BTreeSet::from([0, 2]));
+        let stats = e.stats();
+        assert!(!stats[1].healthy && stats[0].healthy && stats[2].healthy);
+        e.mark_up(&e.inner.members[1]);
+        assert!(e.stats()[1].healthy);
+    }
+
+    #[tokio::test]
+    async fn a_request_nobody_can_take_fails_within_the_timeout_having_tried_every_member() {
+        // Nothing listens on these ports: every attempt is refused.
+        let e = endpoints(2);
+        let started = Instant::now();
+        let r = e
+            .call(Call::safe(), |mut c| async move { c.get("k", None).await })
+            .await;
+        assert!(r.is_err());
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let stats = e.stats();
+        assert!(stats.iter().all(|s| !s.healthy), "{stats:?}");
+        for s in &stats {
+            let connect = s.retries.iter().find(|(c, _)| *c == "connect").unwrap().1;
+            assert!(connect >= 1, "{stats:?}");
+        }
+    }
+}
