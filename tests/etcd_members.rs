@@ -4,8 +4,8 @@
 //! (`SIGSTOP`: connections accepted, nothing answered), and the whole
 //! cluster down and up. Once a loss has settled (3 s), no client request
 //! may fail; while the whole cluster is down requests fail with
-//! UNAVAILABLE and nothing is granted; watches and `Observe` at both
-//! gateways miss no change across a member's loss.
+//! UNAVAILABLE and nothing is granted; watches, the dashboard's feed and
+//! `Observe` at both gateways miss no change across a member's loss.
 //!
 //! The scenarios run one at a time (each starts three etcd members and two
 //! gateways; together they would crowd a small machine).
@@ -246,6 +246,70 @@ fn collect_grants(
     })
 }
 
+/// The dashboard's feed: `GET /v1/lock/watch` as Server-Sent Events, read
+/// by curl into a file as the page's EventSource reads it.
+struct Feed {
+    curl: std::process::Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Feed {
+    fn open(server: &Server, prefix: &str) -> Self {
+        let out = tempfile::NamedTempFile::new().expect("temp file");
+        let curl = std::process::Command::new("curl")
+            .args(["-sN", "-H", "Accept: text/event-stream"])
+            .arg(format!(
+                "http://{}/v1/lock/watch?key={prefix}&prefix=true",
+                server.addr
+            ))
+            .stdout(out.reopen().expect("reopen"))
+            .spawn()
+            .expect("curl must be installed (scripts/install-test-deps.sh installs it)");
+        Self { curl, out }
+    }
+
+    /// Every `acquired` index the feed delivered; errors if it ended or
+    /// reported an error.
+    fn grants(mut self) -> Result<Vec<u64>, String> {
+        let ended = self.curl.try_wait().ok().flatten();
+        let _ = self.curl.kill();
+        let _ = self.curl.wait();
+        let text = std::fs::read_to_string(self.out.path()).unwrap_or_default();
+        if let Some(status) = ended {
+            return Err(format!("the feed ended ({status}): {text:.500}"));
+        }
+        if text.contains("event: error") {
+            return Err(format!("the feed reported an error: {text:.2000}"));
+        }
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            let Some(json) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(json.trim())
+                .map_err(|e| format!("bad event {json:?}: {e}"))?;
+            if v["kind"] == "EVENT_KIND_ACQUIRED" {
+                let index = match &v["index"] {
+                    serde_json::Value::String(s) => s.parse().ok(),
+                    n => n.as_u64(),
+                };
+                seen.push(index.ok_or_else(|| format!("no index in {json}"))?);
+            }
+        }
+        Ok(seen)
+    }
+}
+
+/// Asserts that `seen` (what one watcher delivered) has every index of
+/// `granted`, in order, each once.
+fn saw_every_grant(what: &str, seen: &[u64], granted: &BTreeSet<u64>) {
+    assert!(seen.is_sorted(), "{what}: grants out of order");
+    let seen_set: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(seen_set.len(), seen.len(), "{what}: a grant seen twice");
+    let missed: Vec<_> = granted.difference(&seen_set).take(10).collect();
+    assert!(missed.is_empty(), "{what} missed grants, e.g. {missed:?}");
+}
+
 /// Every leader an Observe stream reports, until `stop`.
 fn collect_leaders(
     mut stream: tonic::Streaming<pb::LeaderResponse>,
@@ -333,7 +397,9 @@ async fn members_killed_and_restarted_under_load_fail_no_request_and_lose_no_eve
     let stop_watching = CancellationToken::new();
     let mut watchers = Vec::new();
     let mut observers = Vec::new();
+    let mut feeds = Vec::new();
     for g in [&a, &b] {
+        feeds.push(Feed::open(g, "w/"));
         let mut c = g.lock().await;
         let w = common::watch(&mut c, "w/", true).await;
         watchers.push(collect_grants(w, stop_watching.clone()));
@@ -418,18 +484,13 @@ async fn members_killed_and_restarted_under_load_fail_no_request_and_lose_no_eve
             .await
             .expect("watch task")
             .unwrap_or_else(|e| panic!("gateway {g}: {e}"));
-        assert!(seen.is_sorted(), "gateway {g}: grants out of order");
-        let seen_set: BTreeSet<u64> = seen.iter().copied().collect();
-        assert_eq!(
-            seen_set.len(),
-            seen.len(),
-            "gateway {g}: a grant seen twice"
-        );
-        let missed: Vec<_> = granted.difference(&seen_set).take(10).collect();
-        assert!(
-            missed.is_empty(),
-            "gateway {g}'s watch missed grants, e.g. {missed:?}"
-        );
+        saw_every_grant(&format!("gateway {g}'s Watch"), &seen, &granted);
+    }
+    for (g, feed) in feeds.into_iter().enumerate() {
+        let seen = feed
+            .grants()
+            .unwrap_or_else(|e| panic!("gateway {g}'s feed: {e}"));
+        saw_every_grant(&format!("gateway {g}'s dashboard feed"), &seen, &granted);
     }
     assert!(led.len() > 5, "only {} campaigns won", led.len());
     for (g, o) in observers.into_iter().enumerate() {
