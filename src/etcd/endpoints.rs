@@ -559,6 +559,15 @@ impl Watch {
                 quiet
             };
             let failure = match tokio::time::timeout(wait, stream.message()).await {
+                // A member that lost its leader cancels its watches (we
+                // ask it to, with require-leader): go to another.
+                Ok(Ok(Some(resp)))
+                    if resp.canceled()
+                        && resp.compact_revision() == 0
+                        && resp.cancel_reason().contains("no leader") =>
+                {
+                    resp.cancel_reason().to_owned()
+                }
                 Ok(Ok(Some(resp))) => {
                     *asked = false;
                     if let Some(events) = self.take(&resp)? {
@@ -586,6 +595,9 @@ impl Watch {
             self.endpoints.mark_down(member, &failure);
             member.retries[Cause::Watch as usize].fetch_add(1, Ordering::Relaxed);
             self.open = None;
+            // A short pause, so a cluster that cancels every watch (while
+            // it elects a leader) is not asked again in a tight loop.
+            tokio::time::sleep(BACKOFF.0).await;
         }
     }
 
