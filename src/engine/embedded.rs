@@ -11,6 +11,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
@@ -32,11 +33,25 @@ pub const INDEX_RESERVATION: u64 = 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// The engine's side of one waiter's notices (a grant, then its end).
+///
+/// futures' unbounded channel, not tokio's: a waiter hears two or three
+/// notices in its life, and tokio's channel allocates a block of 32 slots
+/// plus cache-padded ends (about 1.8 KB) up front, where this one allocates
+/// a node per message. Every waiting request keeps one, so at 100,000
+/// waiters that is most of the difference (BENCHMARKS.md, many waiters).
+type NoticeSender = futures::channel::mpsc::UnboundedSender<Notice>;
+type NoticeReceiver = futures::channel::mpsc::UnboundedReceiver<Notice>;
+
+fn notice_channel() -> (NoticeSender, NoticeReceiver) {
+    futures::channel::mpsc::unbounded()
+}
+
 /// A request to the engine task.
 enum Command {
     Acquire {
         spec: AcquireSpec,
-        notices: mpsc::UnboundedSender<Notice>,
+        notices: NoticeSender,
         reply: Reply<(Registration, Admission)>,
     },
     Withdraw {
@@ -178,7 +193,7 @@ impl Engine for EmbeddedEngine {
         // comes, the reply (and the registration in it) is dropped with the
         // channel, and the registration withdraws the request. The engine
         // skips a command whose caller left before it was applied.
-        let (notices, notice_rx) = mpsc::unbounded_channel();
+        let (notices, notice_rx) = notice_channel();
         let (registration, admission) = self
             .call(|reply| Command::Acquire {
                 spec,
@@ -210,7 +225,7 @@ impl Engine for EmbeddedEngine {
             }
             let item = match st.first.take() {
                 Some(first) => Ok(first),
-                None => match st.notices.recv().await {
+                None => match st.notices.next().await {
                     Some(Notice::Granted(g)) => Ok(WaitUpdate::Acquired(g)),
                     Some(Notice::Ended { index, reason }) => {
                         st.done = true;
@@ -332,7 +347,7 @@ pub fn watch_stream(
 /// stream; on drop it withdraws the request.
 struct WaitState {
     first: Option<WaitUpdate>,
-    notices: mpsc::UnboundedReceiver<Notice>,
+    notices: NoticeReceiver,
     done: bool,
     registration: Registration,
 }
@@ -374,7 +389,7 @@ struct Driver {
     journal: Option<Box<dyn Journal>>,
     /// Indexes below this are safe to hand out: the store keeps it.
     index_ceiling: u64,
-    notices: HashMap<WaiterId, mpsc::UnboundedSender<Notice>>,
+    notices: HashMap<WaiterId, NoticeSender>,
     events: broadcast::Sender<Arc<LockEvent>>,
     /// Cancelled by [`EmbeddedEngine::halt`].
     halt: tokio_util::sync::CancellationToken,
@@ -519,7 +534,7 @@ impl Driver {
         for (waiter, notice) in batch.notices {
             let terminal = !matches!(notice, Notice::Granted(_));
             if let Some(tx) = self.notices.get(&waiter) {
-                let _ = tx.send(notice);
+                let _ = tx.unbounded_send(notice);
             }
             if terminal {
                 self.notices.remove(&waiter);
