@@ -2,6 +2,7 @@
 //! gateway, the dashboard, `/metrics`, `/health`. It never re-implements lock semantics: every
 //! handler calls the service layer.
 
+pub mod auth;
 pub mod cors;
 pub mod dashboard;
 pub mod gateway;
