@@ -119,7 +119,7 @@ impl Service {
                 rpc = format!("{service}/{method}"),
                 key,
                 reason = refusal.reason(),
-                message = %refusal,
+                why = %refusal,
                 "refused"
             );
             self.metrics
