@@ -741,3 +741,18 @@ async fn the_rust_client_and_the_cli_send_a_token() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("permission denied"), "{err}");
 }
+
+#[test]
+fn the_readme_example_file_is_a_valid_auth_file() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme.split_once("### Tokens").expect("a Tokens section").1;
+    let example = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a toml block")
+        .0;
+    let tokens = baton::auth::file::parse(Path::new("README.md"), example).expect("it parses");
+    let names: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["deployer", "oncall", "prometheus"]);
+}

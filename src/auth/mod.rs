@@ -166,6 +166,17 @@ impl Caller {
         }
     }
 
+    /// The name of a token the file defines (or `gateway`), else empty:
+    /// what metrics label a call with, since a name merely claimed (HTTP
+    /// Basic with a wrong secret) would let anyone mint label values.
+    pub fn known_name(&self) -> &str {
+        match self {
+            Self::Token(t) => &t.name,
+            Self::Gateway => "gateway",
+            _ => "",
+        }
+    }
+
     fn token(&self) -> Result<Option<&Token>, Refusal> {
         match self {
             Self::Open | Self::Gateway => Ok(None),

@@ -123,7 +123,7 @@ impl Service {
                 "refused"
             );
             self.metrics
-                .refused(rpc, refusal.reason(), self.caller.name());
+                .refused(rpc, refusal.reason(), self.caller.known_name());
             ServiceError::from(refusal)
         })
     }
