@@ -571,6 +571,16 @@ async fn metrics_need_the_metrics_right_and_count_refusals() {
         ],
     );
     assert_eq!(r.status, 403, "{r:?}");
+    // A name only claimed (HTTP Basic, wrong secret) mints no label value.
+    let r = curl(
+        addr,
+        &[
+            "-u",
+            "made-up-name:made-up-secret-0000",
+            "http://ADDR/mod/v2/lock/jobs/x",
+        ],
+    );
+    assert_eq!(r.status, 401, "{r:?}");
     let r = curl(
         addr,
         &[
@@ -591,6 +601,7 @@ async fn metrics_need_the_metrics_right_and_count_refusals() {
             r.body
         );
     }
+    assert!(!r.body.contains("made-up-name"), "{}", r.body);
 }
 
 #[tokio::test]
