@@ -240,6 +240,12 @@ fn authorizer(args: &ServeArgs) -> Result<(Option<Arc<Authorizer>>, Vec<String>)
     let authorizer = Authorizer::load(path, &cluster_secrets)
         .map_err(|e| ServerError::Auth(format!("--auth-file: {e}")))?;
     tracing::info!(file = %path.display(), "tokens required (--auth-file)");
+    if args.tls_cert_file.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.listen,
+            "tokens will cross the network in plaintext: serve TLS (--tls-cert-file) beyond loopback"
+        );
+    }
     Ok((Some(Arc::new(authorizer)), cluster_secrets))
 }
 

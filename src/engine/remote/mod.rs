@@ -8,6 +8,11 @@
 //! errors, so the follower's service layer maps them to exactly the codes
 //! and messages the primary's own clients get.
 //!
+//! With `--auth-file`, the follower's service layer has already checked its
+//! caller; every forwarded call carries the cluster secret
+//! ([`RemoteOptions::credential`]), without which the primary treats the
+//! call as any other client's and refuses it.
+//!
 //! Going away is total across the hop: a wait or watch is one gRPC stream to
 //! the primary, and dropping the [`WaitStream`] or [`EventStream`] (or the
 //! `wait` future before it returns) drops the stream, which resets it on the
