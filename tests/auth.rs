@@ -608,7 +608,31 @@ async fn metrics_need_the_metrics_right_and_count_refusals() {
 async fn sighup_reloads_tokens_keeps_holds_and_refuses_a_bad_file() {
     let a = start();
     let mut lock = a.server.lock().await;
-    let (_held, index) = hold(&mut lock, "jobs/h", DEPLOYER).await;
+    let (mut held, index) = hold(&mut lock, "jobs/h", DEPLOYER).await;
+    // Streams open before the reload: the deployer's (removed) and the
+    // reader's (unchanged).
+    let mut deployer_watch = lock
+        .watch(req(
+            pb::WatchRequest {
+                key: "jobs/".into(),
+                prefix: true,
+            },
+            Some(DEPLOYER),
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut reader_watch = lock
+        .watch(req(
+            pb::WatchRequest {
+                key: "jobs/".into(),
+                prefix: true,
+            },
+            Some(READER),
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
     assert_eq!(
         get(&mut lock, "jobs/h", Some(NEWBIE))
             .await
@@ -639,9 +663,25 @@ async fn sighup_reloads_tokens_keeps_holds_and_refuses_a_bad_file() {
             .code(),
         Code::Unauthenticated
     );
-    // The removed token's hold stays held.
+    // The removed token's streams end, UNAUTHENTICATED...
+    for (what, s) in [
+        ("watch", deployer_watch.message().await.map(|_| ())),
+        ("wait", held.message().await.map(|_| ())),
+    ] {
+        let e = s.expect_err(what);
+        assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+    }
+    // ...but its hold stays held (a hold lives by its ttl alone).
     let seen = get(&mut lock, "jobs/h", Some(NEWBIE)).await.expect("get");
     assert_eq!(seen.holder.map(|h| h.index), Some(index));
+    // An unchanged token's stream goes on.
+    let (_other, other) = hold(&mut lock, "jobs/after-reload", OPS).await;
+    let ev = tokio::time::timeout(Duration::from_secs(10), reader_watch.message())
+        .await
+        .expect("the reader's watch stalled")
+        .expect("the reader's watch goes on")
+        .expect("an event");
+    assert_eq!((ev.key.as_str(), ev.index), ("jobs/after-reload", other));
 
     // A bad file (line 3) is refused, with its line; the rules stay.
     write_private(

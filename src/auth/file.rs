@@ -154,6 +154,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Token>, AuthFileError> {
             prefixes: t.prefixes.into_iter().map(Spanned::into_inner).collect(),
             rights,
             digest,
+            revoked: Default::default(),
         });
     }
     Ok(tokens)

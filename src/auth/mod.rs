@@ -88,6 +88,9 @@ pub struct Token {
     pub rights: Rights,
     /// SHA-256 of the secret.
     pub digest: [u8; 32],
+    /// Cancelled when a reload removes or changes the token: streams it
+    /// opened end then, rather than keep serving under rules that are gone.
+    pub revoked: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Token {
@@ -101,6 +104,14 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
+    /// Whether `other` is the same token with the same rules.
+    fn same_as(&self, other: &Token) -> bool {
+        self.name == other.name
+            && self.digest == other.digest
+            && self.prefixes == other.prefixes
+            && self.rights == other.rights
+    }
+
     fn covers(&self, key: &str) -> bool {
         self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
@@ -174,6 +185,15 @@ impl Caller {
             Self::Token(t) => &t.name,
             Self::Gateway => "gateway",
             _ => "",
+        }
+    }
+
+    /// Cancelled when the caller's token is removed or changed by a reload;
+    /// `None` for callers no reload can change.
+    pub fn revoked(&self) -> Option<&tokio_util::sync::CancellationToken> {
+        match self {
+            Self::Token(t) => Some(&t.revoked),
+            _ => None,
         }
     }
 
@@ -295,12 +315,28 @@ impl Authorizer {
 
     /// Re-reads the auth file (on SIGHUP). A file that does not parse is
     /// refused and the rules in force stay; the error names the line.
-    /// Returns how many tokens are now in force.
+    /// Tokens removed or changed are revoked (their open streams end);
+    /// tokens left as they were keep serving. Returns how many tokens are
+    /// now in force.
     pub fn reload(&self) -> Result<usize, AuthFileError> {
         file::warn_if_exposed(&self.path);
-        let tokens: Vec<Arc<Token>> = file::load(&self.path)?.into_iter().map(Arc::new).collect();
+        let loaded = file::load(&self.path)?;
+        let mut current = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let old = current.clone();
+        let tokens: Vec<Arc<Token>> = loaded
+            .into_iter()
+            .map(|t| match old.iter().find(|o| o.same_as(&t)) {
+                Some(same) => same.clone(),
+                None => Arc::new(t),
+            })
+            .collect();
+        for o in old.iter() {
+            if !tokens.iter().any(|t| Arc::ptr_eq(t, o)) {
+                o.revoked.cancel();
+            }
+        }
         let n = tokens.len();
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        *current = Arc::new(tokens);
         Ok(n)
     }
 
@@ -407,6 +443,30 @@ mod tests {
             password: "deployer-secret-0123".into(),
         });
         assert!(b.check(Right::Write, "jobs/a").is_ok());
+    }
+
+    #[test]
+    fn a_reload_revokes_removed_and_changed_tokens_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        std::fs::write(&path, FILE).unwrap();
+        let a = Authorizer::load(&path, &[]).unwrap();
+        let deployer = a.authenticate(Credential::Bearer("deployer-secret-0123".into()));
+        let reader = a.authenticate(Credential::Bearer("reader-secret-012345".into()));
+        assert_eq!(a.reload().unwrap(), 2);
+        assert!(!deployer.revoked().unwrap().is_cancelled());
+        // The deployer loses a prefix; the reader stays as it was.
+        std::fs::write(&path, FILE.replace("[\"jobs/\"]", "[\"jobs/a\"]")).unwrap();
+        assert_eq!(a.reload().unwrap(), 2);
+        assert!(deployer.revoked().unwrap().is_cancelled());
+        assert!(!reader.revoked().unwrap().is_cancelled());
+        let again = a.authenticate(Credential::Bearer("deployer-secret-0123".into()));
+        assert!(again.check(Right::Read, "jobs/b").is_err());
+        // A bad file changes nothing.
+        std::fs::write(&path, "[[token]]\nname = 1\n").unwrap();
+        assert!(a.reload().is_err());
+        assert!(!reader.revoked().unwrap().is_cancelled());
+        assert!(again.check(Right::Read, "jobs/a").is_ok());
     }
 
     #[test]

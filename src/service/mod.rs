@@ -266,23 +266,30 @@ impl Service {
         })
     }
 
-    /// Ties `stream` to its slot and to shutdown: on shutdown the stream
-    /// yields UNAVAILABLE and ends; when it ends or is dropped, the slot is
-    /// freed.
+    /// Ties `stream` to its slot, to shutdown and to the caller's token: on
+    /// shutdown the stream yields UNAVAILABLE and ends, when a reload
+    /// removes or changes the token UNAUTHENTICATED; when it ends or is
+    /// dropped, the slot is freed.
     fn guard<T: Send + 'static>(
         &self,
         stream: impl Stream<Item = Result<T, ServiceError>> + Send + 'static,
         permit: OwnedSemaphorePermit,
     ) -> ServiceStream<T> {
         let shutdown = self.shutdown.clone();
+        // A token a reload removed or changed ends its streams too.
+        let revoked = self.caller.revoked().cloned().unwrap_or_default();
         let state = (Box::pin(stream), Some(permit));
         Box::pin(futures::stream::unfold(state, move |(mut s, permit)| {
             let shutdown = shutdown.clone();
+            let revoked = revoked.clone();
             async move {
                 permit.as_ref()?;
                 tokio::select! {
                     item = s.next() => item.map(|i| (i, (s, permit))),
                     () = shutdown.cancelled() => Some((Err(shutting_down()), (s, None))),
+                    () = revoked.cancelled() => Some((Err(ServiceError::Unauthenticated(
+                        "the auth file was reloaded and this token was removed or changed: call again with a valid token".into(),
+                    )), (s, None))),
                 }
             }
         }))
