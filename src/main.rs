@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
         .init();
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
-        Some(Command::Client(command)) => return baton::cli::run(command).await,
+        Some(Command::Client(command)) => return baton::cli::run(*command).await,
         None => cli.serve,
     };
     let shutdown = CancellationToken::new();

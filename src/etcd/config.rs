@@ -31,6 +31,9 @@ pub struct EtcdConfig {
     pub primary_ttl_secs: u64,
     /// How often the primary compacts etcd's history; zero: never.
     pub compaction_interval: Duration,
+    /// The cluster secret this gateway forwards to the primary with
+    /// (`--cluster-secret-file`).
+    pub forward_secret: Option<crate::engine::remote::ForwardSecret>,
 }
 
 impl Default for EtcdConfig {
@@ -46,6 +49,7 @@ impl Default for EtcdConfig {
             timeout: Duration::from_secs(5),
             primary_ttl_secs: 2,
             compaction_interval: Duration::from_secs(300),
+            forward_secret: None,
         }
     }
 }
