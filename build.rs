@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Small per-call buffers: see src/proto/codec.rs.
+        .codec_path("crate::proto::codec::LeanCodec")
         .compile_fds(fds)?;
 
     pbjson_build::Builder::new()

@@ -12,7 +12,13 @@
 // Data flow: the page uses only the HTTP/JSON gateway, like any client.
 //   - GET /v1/lock/watch?key=PREFIX&prefix=true as Server-Sent Events is the
 //     only live source: every event carries the key's holder and queue length
-//     after the change, so list rows update in place. No polling loop.
+//     after the change, so list rows update in place. No polling loop. It is
+//     read with fetch() rather than EventSource, which cannot send the
+//     Authorization header.
+//   - With baton --auth-file, the first 401 opens a dialog that asks for a
+//     token once; it is kept in sessionStorage (gone when the tab closes) and
+//     sent as `Authorization: Bearer` with every call. The server filters
+//     lists and the watch, so the page shows only what the token may read.
 //   - POST /v1/lock/list pages through keys (never every key's detail).
 //   - POST /v1/lock/get loads the selected key, again after each of its events.
 //   - POST /v1/lock/release releases after a confirmation dialog.
@@ -156,20 +162,83 @@
     }
   }
 
+  // ------------------------------------------------------------------ token
+
+  const TOKEN_KEY = 'baton.token';
+  const auth = {
+    token: (() => {
+      try {
+        return sessionStorage.getItem(TOKEN_KEY) || '';
+      } catch {
+        return '';
+      }
+    })(),
+  };
+
+  /** Headers with the token, when there is one. */
+  function withToken(headers) {
+    return auth.token ? { ...headers, Authorization: `Bearer ${auth.token}` } : headers;
+  }
+
+  /**
+   * Asks for a token (once: a dialog already open stays as it is). A token
+   * the server refused is forgotten.
+   */
+  function askToken(message) {
+    if (auth.token) {
+      auth.token = '';
+      try {
+        sessionStorage.removeItem(TOKEN_KEY);
+      } catch {
+        /* private mode: kept in memory only */
+      }
+    }
+    const dialog = $('token-dialog');
+    if (dialog.open) return;
+    $('token-text').textContent = message;
+    $('token-input').value = '';
+    dialog.returnValue = '';
+    dialog.showModal();
+  }
+
+  function onTokenClose() {
+    const dialog = $('token-dialog');
+    const token = $('token-input').value.trim();
+    $('token-input').value = '';
+    if (dialog.returnValue !== 'save' || !token) return;
+    auth.token = token;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch {
+      /* private mode: kept in memory only */
+    }
+    S.retryDelay = 1000;
+    connect();
+  }
+
+  /** The message a 401 gets in the dialog. */
+  function tokenMessage(hadToken) {
+    return hadToken
+      ? 'baton refused the token. Enter a token from its --auth-file.'
+      : 'This baton requires a token (--auth-file). Enter one to see the locks it may read.';
+  }
+
   /** Calls the gateway; resolves to {data, t0, t1} or throws ApiError. */
   async function call(method, path, body) {
     const t0 = Date.now();
+    const hadToken = Boolean(auth.token);
     let res;
     try {
       res = await fetch(path, {
         method,
         cache: 'no-store',
-        headers: body === undefined ? { Accept: 'application/json' } : { Accept: 'application/json', 'Content-Type': 'application/json' },
+        headers: withToken(body === undefined ? { Accept: 'application/json' } : { Accept: 'application/json', 'Content-Type': 'application/json' }),
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (e) {
       throw new ApiError(`cannot reach baton (${e.message || e})`, 0);
     }
+    if (res.status === 401) askToken(tokenMessage(hadToken));
     const text = await res.text().catch(() => '');
     const t1 = Date.now();
     let data = null;
@@ -230,51 +299,114 @@
 
   function connect() {
     clearTimeout(S.retryTimer);
-    if (S.es) S.es.close();
-    const es = new EventSource(watchUrl());
-    S.es = es;
+    if (S.es) S.es.abort();
+    const ctl = new AbortController();
+    S.es = ctl;
     setConn(S.everLive ? 'reconnecting' : 'connecting');
-    es.onopen = () => {
-      if (es !== S.es) return;
-      S.everLive = true;
-      S.retryDelay = 1000;
-      setConn('live');
-      resync();
-    };
-    es.onmessage = (m) => {
-      if (es !== S.es) return;
-      let ev;
-      try {
-        ev = JSON.parse(m.data);
-      } catch {
-        return;
-      }
-      onEvent(ev);
-    };
-    es.addEventListener('error', (e) => {
-      if (es !== S.es) return;
-      if (typeof e.data === 'string') {
-        // `event: error` from the gateway: the watch itself failed.
-        let msg = e.data;
-        try {
-          msg = JSON.parse(e.data).message || msg;
-        } catch {
-          /* keep the raw text */
-        }
-        es.close();
-        setConn('reconnecting', `The event stream failed: ${msg}.`);
-        scheduleReconnect();
-        return;
-      }
-      if (es.readyState === EventSource.CLOSED) {
-        // A non-SSE answer (e.g. an HTTP error): EventSource gives up, we don't.
-        setConn('reconnecting');
-        scheduleReconnect();
-      } else {
-        // A dropped connection: EventSource reconnects by itself.
-        setConn('reconnecting');
-      }
+    readWatch(ctl).catch(() => {
+      /* handled inside; an abort ends it quietly */
     });
+  }
+
+  /**
+   * Reads the watch as Server-Sent Events until it ends, then schedules a
+   * reconnection (unless another connection replaced this one).
+   */
+  async function readWatch(ctl) {
+    const hadToken = Boolean(auth.token);
+    let res;
+    try {
+      res = await fetch(watchUrl(), {
+        cache: 'no-store',
+        headers: withToken({ Accept: 'text/event-stream' }),
+        signal: ctl.signal,
+      });
+    } catch {
+      if (ctl !== S.es) return;
+      setConn('reconnecting');
+      scheduleReconnect();
+      return;
+    }
+    if (ctl !== S.es) return;
+    if (res.status === 401) {
+      // Reconnects once a token is entered.
+      setConn('reconnecting', 'baton requires a token.');
+      askToken(tokenMessage(hadToken));
+      return;
+    }
+    if (!res.ok || !res.body) {
+      let msg = `HTTP ${res.status}`;
+      try {
+        msg = JSON.parse(await res.text()).message || msg;
+      } catch {
+        /* keep the status */
+      }
+      if (ctl !== S.es) return;
+      setConn('reconnecting', `The event stream failed: ${msg}.`);
+      scheduleReconnect();
+      return;
+    }
+    S.everLive = true;
+    S.retryDelay = 1000;
+    setConn('live');
+    resync();
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || ctl !== S.es) break;
+        buf += value.replace(/\r\n?/g, '\n');
+        let end;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          if (!onSse(ctl, block)) return;
+        }
+      }
+    } catch {
+      /* dropped or aborted: below */
+    }
+    if (ctl !== S.es) return;
+    setConn('reconnecting');
+    scheduleReconnect();
+  }
+
+  /** Handles one SSE block; false when the stream failed and is closed. */
+  function onSse(ctl, block) {
+    let event = 'message';
+    const data = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) continue; // keep-alive comment
+      const i = line.indexOf(':');
+      const field = i < 0 ? line : line.slice(0, i);
+      const value = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
+      if (field === 'event') event = value;
+      else if (field === 'data') data.push(value);
+    }
+    if (data.length === 0) return true;
+    const text = data.join('\n');
+    if (event === 'error') {
+      // `event: error` from the gateway: the watch itself failed.
+      let msg = text;
+      try {
+        msg = JSON.parse(text).message || msg;
+      } catch {
+        /* keep the raw text */
+      }
+      ctl.abort();
+      setConn('reconnecting', `The event stream failed: ${msg}.`);
+      scheduleReconnect();
+      return false;
+    }
+    let ev;
+    try {
+      ev = JSON.parse(text);
+    } catch {
+      return true;
+    }
+    onEvent(ev);
+    return true;
   }
 
   function scheduleReconnect() {
@@ -950,6 +1082,7 @@
       connect();
     });
     $('confirm').addEventListener('close', onConfirmClose);
+    $('token-dialog').addEventListener('close', onTokenClose);
     window.addEventListener('hashchange', () => {
       const h = readHash();
       if (h.prefix !== S.prefix) {

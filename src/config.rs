@@ -31,7 +31,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// The client subcommands: lock, elect, leader, observe, release, status.
     #[command(flatten)]
-    Client(crate::cli::ClientCommand),
+    Client(Box<crate::cli::ClientCommand>),
 }
 
 /// Which engine backend keeps the state.
@@ -69,6 +69,17 @@ pub struct ServeArgs {
     /// certificate signed by one of them may connect.
     #[arg(long, env = "BATON_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// TOML file of tokens (`[[token]]` with name, secret or secret_sha256,
+    /// prefixes, rights): with it, every call needs a token allowed to make
+    /// it (see README "Tokens"). Re-read on SIGHUP.
+    #[arg(long, env = "BATON_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// File holding the secret gateways share (`--backend etcd`): a
+    /// follower forwards with it, and a primary accepts forwarded calls
+    /// only with it. Required with --auth-file on the etcd backend. One
+    /// secret per line: the first is sent, every one is accepted.
+    #[arg(long, env = "BATON_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Allowed CORS origins, comma-separated, `*` for any; none by default.
     #[arg(long, env = "BATON_CORS", value_delimiter = ',')]
     pub cors: Vec<String>,
@@ -240,6 +251,8 @@ impl ServeArgs {
             compaction_interval: std::time::Duration::from_secs(self.etcd_compaction_interval_secs),
             attempt_timeout: std::time::Duration::from_millis(self.etcd_attempt_timeout_ms),
             health_interval: std::time::Duration::from_millis(self.etcd_health_interval_ms),
+            // Read from --cluster-secret-file by the server at start.
+            forward_secret: None,
         }
     }
 }

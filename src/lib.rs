@@ -5,8 +5,10 @@
 //! call the [`service`] layer, which validates requests and maps them onto
 //! the [`engine`], whose embedded backend is made durable by [`store`].
 //! Clients sit on top: [`client`] is the Rust client library, [`cli`] the
-//! client subcommands of the `baton` binary built on it.
+//! client subcommands of the `baton` binary built on it. [`auth`] decides
+//! who may touch which keys, for every surface alike.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

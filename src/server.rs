@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{self, Authorizer, Caller},
     config::{Backend, ServeArgs},
     engine::{Engine, embedded::EmbeddedEngine},
     etcd::ClusterEngine,
@@ -47,6 +48,10 @@ pub enum ServerError {
     /// `--allowed-hosts` was malformed.
     #[error(transparent)]
     Hosts(#[from] http::origin::HostListError),
+    /// The auth file or the cluster secret file cannot be used, or is
+    /// missing where it must be.
+    #[error("{0}")]
+    Auth(String),
     /// The chosen backend or store could not start.
     #[error("{0}")]
     Backend(String),
@@ -61,6 +66,7 @@ pub fn engine(
     args: &ServeArgs,
     local: std::net::SocketAddr,
     tls: bool,
+    cluster_secrets: &[String],
 ) -> Result<Arc<dyn Engine>, ServerError> {
     match args.backend {
         Backend::Embedded if args.memory => {
@@ -81,7 +87,10 @@ pub fn engine(
             )))
         }
         Backend::Etcd => {
-            let config = args.etcd_config();
+            let mut config = args.etcd_config();
+            config.forward_secret = cluster_secrets
+                .first()
+                .map(|s| crate::engine::remote::ForwardSecret(s.clone()));
             let url = advertise_url(args, local, tls)?;
             let engine = ClusterEngine::start(&config, args.embedded_config(), url.clone())
                 .map_err(|e| ServerError::Backend(e.to_string()))?;
@@ -117,12 +126,26 @@ pub fn app(
     service: Service,
     local: std::net::SocketAddr,
     tls: bool,
+    authorizer: Option<Arc<Authorizer>>,
 ) -> Result<axum::Router, ServerError> {
+    // With tokens, a request whose credential was never looked at acts as
+    // nobody: refused, not let through.
+    let service = match &authorizer {
+        Some(_) => service.with_caller(Caller::Anonymous),
+        None => service,
+    };
     let http = http::router(service.clone(), &args.cors)?;
-    let app = grpc::routes(service)?
+    let mut app = grpc::routes(service)?
         .prepare()
         .into_axum_router()
         .fallback_service(http);
+    // Who is calling, for gRPC and HTTP alike; the service layer decides.
+    if let Some(authorizer) = authorizer {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            authorizer,
+            http::auth::authenticate,
+        ));
+    }
     // The Host and Origin checks come first, for gRPC and HTTP alike.
     let guard = http::origin::Guard::new(&args.allowed_hosts, &args.cors, local, tls)?;
     Ok(app.layer(axum::middleware::from_fn_with_state(
@@ -146,6 +169,7 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         )?),
         _ => None,
     };
+    let (authorizer, cluster_secrets) = authorizer(&args)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -154,9 +178,12 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         })?;
     let local = listener.local_addr()?;
     // After binding: a gateway over etcd advertises the address it got.
-    let engine = engine(&args, local, tls.is_some())?;
+    let engine = engine(&args, local, tls.is_some(), &cluster_secrets)?;
     let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
-    let app = app(&args, service, local, tls.is_some())?;
+    if let Some(a) = &authorizer {
+        reload_on_sighup(a.clone(), shutdown.clone());
+    }
+    let app = app(&args, service, local, tls.is_some(), authorizer)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         %local,
@@ -187,6 +214,75 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
         tracing::warn!("the backend did not finish shutting down in time");
     }
     served
+}
+
+/// The tokens of `--auth-file` and the secrets of `--cluster-secret-file`,
+/// read before the server binds so a bad file stops it at start.
+fn authorizer(args: &ServeArgs) -> Result<(Option<Arc<Authorizer>>, Vec<String>), ServerError> {
+    let cluster_secrets = match &args.cluster_secret_file {
+        Some(path) => {
+            auth::file::warn_if_exposed(path);
+            auth::file::load_cluster_secrets(path)
+                .map_err(|e| ServerError::Auth(format!("--cluster-secret-file: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    let Some(path) = &args.auth_file else {
+        return Ok((None, cluster_secrets));
+    };
+    // Safe by default: without a shared secret a primary would have to
+    // accept forwarded calls from anyone, or refuse every follower.
+    if args.backend == Backend::Etcd && cluster_secrets.is_empty() {
+        return Err(ServerError::Auth(
+            "--backend etcd with --auth-file needs --cluster-secret-file: the secret gateways forward calls to the primary with (the same file on every gateway)".into(),
+        ));
+    }
+    let authorizer = Authorizer::load(path, &cluster_secrets)
+        .map_err(|e| ServerError::Auth(format!("--auth-file: {e}")))?;
+    tracing::info!(file = %path.display(), "tokens required (--auth-file)");
+    if args.tls_cert_file.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.listen,
+            "tokens will cross the network in plaintext: serve TLS (--tls-cert-file) beyond loopback"
+        );
+    }
+    Ok((Some(Arc::new(authorizer)), cluster_secrets))
+}
+
+/// Re-reads the auth file on every SIGHUP until shutdown. A file that does
+/// not parse is refused with its line and the rules in force stay.
+fn reload_on_sighup(authorizer: Arc<Authorizer>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: the auth file will not be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    got = hup.recv() => if got.is_none() { return },
+                }
+                match authorizer.reload() {
+                    Ok(n) => tracing::info!(
+                        file = %authorizer.path().display(),
+                        tokens = n,
+                        "reloaded the auth file"
+                    ),
+                    Err(e) => {
+                        tracing::error!("auth file refused, the previous rules stay in force: {e}")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (authorizer, shutdown);
 }
 
 /// Resolves on SIGINT or SIGTERM.

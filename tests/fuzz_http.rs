@@ -500,13 +500,13 @@ fn in_process() {
     let app = rt.block_on(async {
         let args = baton::config::Cli::parse_from(["baton", "--memory"]).serve;
         let engine =
-            baton::server::engine(&args, own.parse().expect("addr"), false).expect("engine");
+            baton::server::engine(&args, own.parse().expect("addr"), false, &[]).expect("engine");
         let service = baton::service::Service::new(
             engine,
             args.service_limits(),
             tokio_util::sync::CancellationToken::new(),
         );
-        baton::server::app(&args, service, own.parse().expect("addr"), false).expect("app")
+        baton::server::app(&args, service, own.parse().expect("addr"), false, None).expect("app")
     });
     let n = cases("BATON_FUZZ_INPROC_CASES", 2_000);
     let mut runner = TestRunner::new(config(n));

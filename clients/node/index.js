@@ -71,6 +71,20 @@ class NotFound extends BatonError {
     this.name = 'NotFound';
   }
 }
+/** The server requires a token (baton --auth-file) and got none, or an unknown one. */
+class Unauthenticated extends BatonError {
+  constructor(...args) {
+    super(...args);
+    this.name = 'Unauthenticated';
+  }
+}
+/** The token may not do this on this key (outside its prefixes, or without the right). */
+class PermissionDenied extends BatonError {
+  constructor(...args) {
+    super(...args);
+    this.name = 'PermissionDenied';
+  }
+}
 
 function statusName(code) {
   return Object.keys(grpc.status).find((k) => grpc.status[k] === code) || String(code);
@@ -88,6 +102,10 @@ function wrap(err, what) {
       return new LockAborted(message, code, details);
     case grpc.status.NOT_FOUND:
       return new NotFound(message, code, details);
+    case grpc.status.UNAUTHENTICATED:
+      return new Unauthenticated(message, code, details);
+    case grpc.status.PERMISSION_DENIED:
+      return new PermissionDenied(message, code, details);
     default:
       return new BatonError(message, code, details);
   }
@@ -409,21 +427,44 @@ class Observation {
  * An `https://host:port` target means TLS with the system's roots when no
  * credentials are given.
  */
+/**
+ * An interceptor that sends `authorization: Bearer TOKEN` with every call.
+ * (grpc-js's call credentials refuse plaintext channels; a token over
+ * plaintext is the operator's choice, as with curl.)
+ */
+function bearer(token) {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
+
 class Client {
+  /**
+   * opts: credentials (grpc channel credentials, for TLS with a private CA),
+   * rpcTimeout (seconds), protoDir, token (sent as `authorization: Bearer`
+   * with every call, for a baton started with --auth-file).
+   */
   constructor(target = DEFAULT_TARGET, opts = {}) {
     const tls = target.startsWith('https://');
     const {
       credentials = tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure(),
       rpcTimeout = 10,
       protoDir = DEFAULT_PROTO_DIR,
+      token = null,
     } = opts;
     this.target = target.replace(/^https?:\/\//, '');
     this.rpcTimeout = rpcTimeout;
     const pkg = loadPackage(protoDir);
-    this._lock = new pkg.Lock(this.target, credentials);
+    const interceptors = token ? [bearer(token)] : [];
+    this._lock = new pkg.Lock(this.target, credentials, { interceptors });
     // share the channel between both services
     this._election = new pkg.Election(this.target, credentials, {
       channelOverride: this._lock.getChannel(),
+      interceptors,
     });
   }
 
@@ -509,6 +550,8 @@ module.exports = {
   LockTimeout,
   LockAborted,
   NotFound,
+  Unauthenticated,
+  PermissionDenied,
   DEFAULT_TARGET,
   grpc,
 };

@@ -16,10 +16,10 @@ function binary() {
 }
 
 /**
- * Starts `baton --memory --listen LISTEN` and resolves to {addr, stop(), log()}
+ * Starts `baton --memory --listen LISTEN ARGS` and resolves to {addr, stop(), log()}
  * once it printed its listening line.
  */
-function startBaton({ listen = '127.0.0.1:0', timeoutMs = 30000 } = {}) {
+function startBaton({ listen = '127.0.0.1:0', timeoutMs = 30000, args = [] } = {}) {
   const bin = binary();
   try {
     fs.accessSync(bin, fs.constants.X_OK);
@@ -28,7 +28,7 @@ function startBaton({ listen = '127.0.0.1:0', timeoutMs = 30000 } = {}) {
   }
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
   delete env.BATON_DASHBOARD_DIR; // test the page compiled into the binary
-  const proc = spawn(bin, ['--memory', '--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const proc = spawn(bin, ['--memory', '--listen', listen, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let log = '';
   proc.stderr.on('data', (d) => {
     log += d;

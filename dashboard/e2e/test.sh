@@ -23,7 +23,7 @@ chromium_bin="${CHROMIUM:-/usr/bin/chromium}"
 npm ci --no-audit --no-fund --loglevel=error
 
 status=0
-node --test --test-reporter=spec dashboard.test.js || status=$?
+node --test --test-reporter=spec dashboard.test.js auth.test.js || status=$?
 if [ "$status" -eq 0 ]; then
   echo "dashboard e2e: PASSED (screenshot: test-artifacts/dashboard.png)"
 else

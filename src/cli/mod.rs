@@ -69,6 +69,10 @@ pub struct ClientArgs {
     /// PEM private key of --cert-file.
     #[arg(long, env = "BATON_KEY_FILE", requires = "cert_file")]
     pub key_file: Option<std::path::PathBuf>,
+    /// Token for a baton started with --auth-file (sent as
+    /// `authorization: Bearer`); prefer BATON_TOKEN, which `ps` does not show.
+    #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ClientArgs {
@@ -80,6 +84,9 @@ impl ClientArgs {
         }
         if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
             builder = builder.identity(read_pem(cert)?, read_pem(key)?);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.token(token.clone());
         }
         builder.build()
     }

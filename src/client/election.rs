@@ -14,10 +14,10 @@ use std::{
 
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
-use tonic::{Streaming, transport::Channel};
+use tonic::Streaming;
 
 use super::{
-    connect::{Client, Failure, fails_over},
+    connect::{Client, Failure, Transport, fails_over},
     error::{ClientError, millis},
     hold::{self, Hold, Lost, Step, Want},
     lock::{DEFAULT_TTL, nonzero_ms, unix_ms},
@@ -425,7 +425,7 @@ impl Observing {
     async fn subscribe(&self) -> Result<Streaming<pb::LeaderResponse>, ClientError> {
         let election = self.election.clone();
         self.client
-            .with_failover(|_, mut e: ElectionClient<Channel>| {
+            .with_failover(|_, mut e: ElectionClient<Transport>| {
                 let req = pb::ObserveRequest {
                     election: election.clone(),
                 };

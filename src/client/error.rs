@@ -88,6 +88,14 @@ pub enum ClientError {
     /// The server rejected the request as malformed or out of bounds.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The server requires a token and got none, or one it does not know
+    /// (see [`ClientBuilder::token`](super::ClientBuilder::token)).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token may not do this on this key (outside its prefixes, or
+    /// without the right).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The hold was lost before the operation: its index is no longer valid.
     #[error("the hold was lost: {0}")]
     Lost(Lost),
@@ -115,6 +123,8 @@ impl ClientError {
         match status.code() {
             Code::NotFound => Self::NotFound(message),
             Code::InvalidArgument => Self::InvalidArgument(message),
+            Code::Unauthenticated => Self::Unauthenticated(message),
+            Code::PermissionDenied => Self::PermissionDenied(message),
             code => Self::Rpc { code, message },
         }
     }

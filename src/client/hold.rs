@@ -17,10 +17,10 @@ use futures::{StreamExt, stream::BoxStream};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
 use super::{
-    connect::{Client, Failure, fails_over},
+    connect::{Client, Failure, Transport, fails_over},
     error::{ClientError, millis},
 };
 use crate::proto::v1::{
@@ -113,7 +113,7 @@ pub(crate) async fn acquire<F, Fut>(
     mut open: F,
 ) -> Result<Hold, ClientError>
 where
-    F: FnMut(LockClient<Channel>, ElectionClient<Channel>, Option<u64>) -> Fut,
+    F: FnMut(LockClient<Transport>, ElectionClient<Transport>, Option<u64>) -> Fut,
     Fut: Future<Output = Result<Steps, Status>>,
 {
     // Validate before touching the network.

@@ -11,16 +11,17 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, LockEvent,
     Release, Renewal, Target, WaitStream, WaitUpdate,
     clock::Clock,
-    table::{Admission, Departure, LockTable, Notice, TableLimits, WaiterId},
+    table::{Admission, Departure, LockTable, Notice, Record, TableLimits, WaiterId},
     types::FailReason,
 };
-use crate::store::{Journal, Snapshot};
+use crate::store::{Journal, Snapshot, StoreError};
 
 /// Commands applied before one commit, at most.
 pub const MAX_BATCH: usize = 4096;
@@ -32,11 +33,25 @@ pub const INDEX_RESERVATION: u64 = 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// The engine's side of one waiter's notices (a grant, then its end).
+///
+/// futures' unbounded channel, not tokio's: a waiter hears two or three
+/// notices in its life, and tokio's channel allocates a block of 32 slots
+/// plus cache-padded ends (about 1.8 KB) up front, where this one allocates
+/// a node per message. Every waiting request keeps one, so at 100,000
+/// waiters that is most of the difference (BENCHMARKS.md, many waiters).
+type NoticeSender = futures::channel::mpsc::UnboundedSender<Notice>;
+type NoticeReceiver = futures::channel::mpsc::UnboundedReceiver<Notice>;
+
+fn notice_channel() -> (NoticeSender, NoticeReceiver) {
+    futures::channel::mpsc::unbounded()
+}
+
 /// A request to the engine task.
 enum Command {
     Acquire {
         spec: AcquireSpec,
-        notices: mpsc::UnboundedSender<Notice>,
+        notices: NoticeSender,
         reply: Reply<(Registration, Admission)>,
     },
     Withdraw {
@@ -178,7 +193,7 @@ impl Engine for EmbeddedEngine {
         // comes, the reply (and the registration in it) is dropped with the
         // channel, and the registration withdraws the request. The engine
         // skips a command whose caller left before it was applied.
-        let (notices, notice_rx) = mpsc::unbounded_channel();
+        let (notices, notice_rx) = notice_channel();
         let (registration, admission) = self
             .call(|reply| Command::Acquire {
                 spec,
@@ -210,7 +225,7 @@ impl Engine for EmbeddedEngine {
             }
             let item = match st.first.take() {
                 Some(first) => Ok(first),
-                None => match st.notices.recv().await {
+                None => match st.notices.next().await {
                     Some(Notice::Granted(g)) => Ok(WaitUpdate::Acquired(g)),
                     Some(Notice::Ended { index, reason }) => {
                         st.done = true;
@@ -332,7 +347,7 @@ pub fn watch_stream(
 /// stream; on drop it withdraws the request.
 struct WaitState {
     first: Option<WaitUpdate>,
-    notices: mpsc::UnboundedReceiver<Notice>,
+    notices: NoticeReceiver,
     done: bool,
     registration: Registration,
 }
@@ -374,7 +389,7 @@ struct Driver {
     journal: Option<Box<dyn Journal>>,
     /// Indexes below this are safe to hand out: the store keeps it.
     index_ceiling: u64,
-    notices: HashMap<WaiterId, mpsc::UnboundedSender<Notice>>,
+    notices: HashMap<WaiterId, NoticeSender>,
     events: broadcast::Sender<Arc<LockEvent>>,
     /// Cancelled by [`EmbeddedEngine::halt`].
     halt: tokio_util::sync::CancellationToken,
@@ -383,97 +398,151 @@ struct Driver {
 /// A reply held back until the batch it belongs to is durable.
 type Deferred = Box<dyn FnOnce() + Send>;
 
+/// One batch, closed: what the table produced and the replies it owes. None
+/// of it may leave the driver before the batch is durable.
+struct Batch {
+    records: Vec<Record>,
+    notices: Vec<(WaiterId, Notice)>,
+    events: Vec<LockEvent>,
+    deferred: Vec<Deferred>,
+    /// The index ceiling this batch stores; `None` if it keeps the last one.
+    ceiling: Option<u64>,
+}
+
+impl Batch {
+    fn must_commit(&self) -> bool {
+        !self.records.is_empty() || self.ceiling.is_some()
+    }
+}
+
+/// The journal, out on a blocking thread with the batch it is storing.
+type Commit = tokio::task::JoinHandle<(Box<dyn Journal>, Result<(), StoreError>)>;
+
+/// A batch being made durable, and the replies waiting for it.
+struct InFlight {
+    commit: Commit,
+    batch: Batch,
+}
+
 impl Driver {
+    /// The pipeline: while batch N is being made durable, the task goes on
+    /// applying commands into batch N+1; N+1 is committed (and heard of)
+    /// only after N. At most one commit is in flight, so batches reach the
+    /// journal, and their replies, notices and events reach callers, in the
+    /// order the table produced them. A read applied in N+1 sees N's
+    /// changes, and its answer waits for N+1, so nobody reads what a crash
+    /// could undo.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        // Holds that expired while the server was down come out of restore.
-        if let Err(e) = self.flush(Vec::new()).await {
-            tracing::error!(error = %e, "could not commit expiries at start; engine stopped");
-            return;
-        }
+        // Holds that expired while the server was down come out of restore
+        // and are the first batch.
+        let mut open: Vec<Deferred> = Vec::new();
+        let mut in_flight: Option<InFlight> = None;
         loop {
-            let wake = self.table.next_timer().map(|at| self.clock.instant_at(at));
-            let first = tokio::select! {
-                biased;
-                () = self.halt.cancelled() => break,
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => Some(cmd),
-                    None => break,
-                },
-                () = sleep_until(wake) => None,
-            };
-            let mut deferred: Vec<Deferred> = Vec::new();
-            if let Some(cmd) = first {
-                self.apply(cmd, &mut deferred);
-                while deferred.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(cmd) => self.apply(cmd, &mut deferred),
-                        Err(_) => break,
+            if in_flight.is_none() {
+                let batch = self.close(std::mem::take(&mut open));
+                match self.journal.take() {
+                    Some(journal) if batch.must_commit() => {
+                        in_flight = Some(self.store(journal, batch));
+                    }
+                    journal => {
+                        self.journal = journal;
+                        self.publish(batch);
                     }
                 }
             }
+            let wake = self.table.next_timer().map(|at| self.clock.instant_at(at));
+            // A full batch waits for the commit ahead of it: the channel
+            // holds the rest.
+            let room = open.len() < MAX_BATCH;
+            tokio::select! {
+                biased;
+                () = self.halt.cancelled() => break,
+                stored = commit_of(&mut in_flight) => {
+                    let Some(done) = in_flight.take() else { continue };
+                    match stored {
+                        Ok((journal, Ok(()))) => {
+                            self.journal = Some(journal);
+                            self.publish(done.batch);
+                        }
+                        Ok((_, Err(e))) => {
+                            tracing::error!(error = %e, "journal commit failed; engine stopped");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "journal commit task failed; engine stopped");
+                            break;
+                        }
+                    }
+                }
+                cmd = rx.recv(), if room => match cmd {
+                    Some(cmd) => {
+                        self.apply(cmd, &mut open);
+                        while open.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(cmd) => self.apply(cmd, &mut open),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until(wake) => {}
+            }
             let now = self.clock.now();
             self.table.advance(now);
-            if let Err(e) = self.flush(deferred).await {
-                tracing::error!(error = %e, "journal commit failed; engine stopped");
-                return;
-            }
+        }
+        // Stopped, halted or failed: whatever was not published is dropped
+        // unheard. Dropping the notice senders ends every wait stream with
+        // UNAVAILABLE; dropped replies fail their calls the same way.
+        self.notices.clear();
+    }
+
+    /// Closes the open batch: takes what the table produced since the last
+    /// one and reserves indexes past every index it handed out.
+    fn close(&mut self, deferred: Vec<Deferred>) -> Batch {
+        let out = self.table.take_output();
+        let next_index = self.table.next_index();
+        let ceiling = (next_index > self.index_ceiling).then(|| {
+            self.index_ceiling = next_index + INDEX_RESERVATION;
+            self.index_ceiling
+        });
+        Batch {
+            records: out.records,
+            notices: out.notices,
+            events: out.events,
+            deferred,
+            ceiling,
         }
     }
 
-    /// Commits what the table produced, then tells everyone.
-    async fn flush(&mut self, deferred: Vec<Deferred>) -> Result<(), crate::store::StoreError> {
-        let out = self.table.take_output();
-        let next_index = self.table.next_index();
-        let ceiling = if next_index > self.index_ceiling {
-            next_index + INDEX_RESERVATION
-        } else {
-            self.index_ceiling
-        };
-        let must_commit = !out.records.is_empty() || ceiling != self.index_ceiling;
-        if must_commit && let Some(mut journal) = self.journal.take() {
-            let records = out.records;
-            let (journal, result) = tokio::task::spawn_blocking(move || {
-                let r = journal.commit(&records, ceiling);
-                (journal, r)
-            })
-            .await
-            .map_err(|e| crate::store::StoreError::Task(e.to_string()))?;
-            self.journal = Some(journal);
-            // Halted while the batch was being stored: answer nothing.
-            let result = result.and_then(|()| {
-                if self.halt.is_cancelled() {
-                    Err(crate::store::StoreError::Fenced(
-                        "the engine was halted".into(),
-                    ))
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = result {
-                // Nobody may hear of what was not stored.
-                for (_, tx) in self.notices.drain() {
-                    drop(tx);
-                }
-                return Err(e);
-            }
-        }
-        self.index_ceiling = ceiling;
-        for d in deferred {
+    /// Hands the journal and the batch's records to a blocking thread.
+    fn store(&self, mut journal: Box<dyn Journal>, mut batch: Batch) -> InFlight {
+        let records = std::mem::take(&mut batch.records);
+        let ceiling = batch.ceiling.unwrap_or(self.index_ceiling);
+        let commit = tokio::task::spawn_blocking(move || {
+            let result = journal.commit(&records, ceiling);
+            (journal, result)
+        });
+        InFlight { commit, batch }
+    }
+
+    /// Tells everyone what a durable (or memory-only) batch did.
+    fn publish(&mut self, batch: Batch) {
+        for d in batch.deferred {
             d();
         }
-        for (waiter, notice) in out.notices {
+        for (waiter, notice) in batch.notices {
             let terminal = !matches!(notice, Notice::Granted(_));
             if let Some(tx) = self.notices.get(&waiter) {
-                let _ = tx.send(notice);
+                let _ = tx.unbounded_send(notice);
             }
             if terminal {
                 self.notices.remove(&waiter);
             }
         }
-        for ev in out.events {
+        for ev in batch.events {
             let _ = self.events.send(Arc::new(ev));
         }
-        Ok(())
     }
 
     fn apply(&mut self, cmd: Command, deferred: &mut Vec<Deferred>) {
@@ -560,6 +629,16 @@ impl Driver {
                 }));
             }
         }
+    }
+}
+
+/// Resolves when the commit in flight ends; never if there is none.
+async fn commit_of(
+    in_flight: &mut Option<InFlight>,
+) -> Result<(Box<dyn Journal>, Result<(), StoreError>), tokio::task::JoinError> {
+    match in_flight {
+        Some(f) => (&mut f.commit).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -70,6 +70,7 @@ impl ClusterEngine {
         // used while following.
         let forwarding = RemoteOptions {
             connect_timeout: config.timeout.min(RemoteOptions::default().connect_timeout),
+            credential: config.forward_secret.clone(),
             ..RemoteOptions::default()
         };
         let remote = Arc::new(

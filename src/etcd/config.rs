@@ -41,6 +41,9 @@ pub struct EtcdConfig {
     pub attempt_timeout: Duration,
     /// How often a member out of rotation is probed to bring it back.
     pub health_interval: Duration,
+    /// The cluster secret this gateway forwards to the primary with
+    /// (`--cluster-secret-file`).
+    pub forward_secret: Option<crate::engine::remote::ForwardSecret>,
 }
 
 impl Default for EtcdConfig {
@@ -58,6 +61,7 @@ impl Default for EtcdConfig {
             compaction_interval: Duration::from_secs(300),
             attempt_timeout: Duration::from_millis(1000),
             health_interval: Duration::from_millis(500),
+            forward_secret: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{GrpcStream, stream_response};
+use super::{GrpcStream, for_caller, stream_response};
 use crate::proto::v1 as pb;
 use crate::service::Service;
 
@@ -18,28 +18,36 @@ impl pb::election_server::Election for ElectionGrpc {
         &self,
         req: Request<pb::CampaignRequest>,
     ) -> Result<Response<Self::CampaignStream>, Status> {
-        Ok(stream_response(self.0.campaign(req.into_inner()).await?))
+        Ok(stream_response(
+            for_caller(&self.0, &req).campaign(req.into_inner()).await?,
+        ))
     }
 
     async fn leader(
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        Ok(Response::new(self.0.leader(req.into_inner()).await?))
+        Ok(Response::new(
+            for_caller(&self.0, &req).leader(req.into_inner()).await?,
+        ))
     }
 
     async fn observe(
         &self,
         req: Request<pb::ObserveRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        Ok(stream_response(self.0.observe(req.into_inner()).await?))
+        Ok(stream_response(
+            for_caller(&self.0, &req).observe(req.into_inner()).await?,
+        ))
     }
 
     async fn resign(
         &self,
         req: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
-        Ok(Response::new(self.0.resign(req.into_inner()).await?))
+        Ok(Response::new(
+            for_caller(&self.0, &req).resign(req.into_inner()).await?,
+        ))
     }
 
     async fn list(
@@ -47,7 +55,9 @@ impl pb::election_server::Election for ElectionGrpc {
         req: Request<pb::ListElectionsRequest>,
     ) -> Result<Response<pb::ListElectionsResponse>, Status> {
         Ok(Response::new(
-            self.0.list_elections(req.into_inner()).await?,
+            for_caller(&self.0, &req)
+                .list_elections(req.into_inner())
+                .await?,
         ))
     }
 }

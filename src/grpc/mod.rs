@@ -62,3 +62,13 @@ pub struct GrpcSetupError(#[from] tonic_reflection::server::Error);
 fn stream_response<T: Send + 'static>(s: ServiceStream<T>) -> Response<GrpcStream<T>> {
     Response::new(Box::pin(s.map(|item| item.map_err(Status::from))))
 }
+
+/// The service acting for the caller the transport authenticated (see
+/// [`crate::http::auth`]); without one, the service's own caller (open
+/// without `--auth-file`, anonymous with it).
+fn for_caller<T>(service: &Service, req: &tonic::Request<T>) -> Service {
+    match req.extensions().get::<crate::auth::Caller>() {
+        Some(caller) => service.with_caller(caller.clone()),
+        None => service.clone(),
+    }
+}

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::for_caller;
 use crate::proto::v1 as pb;
 use crate::service::Service;
 
@@ -14,6 +15,8 @@ impl pb::status_server::Status for StatusGrpc {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        Ok(Response::new(self.0.status(req.into_inner()).await?))
+        Ok(Response::new(
+            for_caller(&self.0, &req).status(req.into_inner()).await?,
+        ))
     }
 }

@@ -3,22 +3,39 @@
 
 use axum::{
     Router,
-    extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 
-use crate::service::{Service, metrics::CONTENT_TYPE};
+use super::auth::{Authed, BEARER_CHALLENGE};
+use crate::service::{Service, ServiceError, metrics::CONTENT_TYPE};
 
 /// The `/metrics` route.
 pub fn router() -> Router<Service> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(svc): State<Service>) -> Response {
+async fn metrics(Authed(svc): Authed) -> Response {
+    let text = |status: StatusCode, body: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+    };
     match svc.metrics_text().await {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        // With --auth-file, a token with the right `metrics` is needed
+        // (Prometheus's `authorization` scrape setting sends it).
+        Err(ServiceError::Unauthenticated(m)) => (
+            [(header::WWW_AUTHENTICATE, BEARER_CHALLENGE)],
+            text(StatusCode::UNAUTHORIZED, format!("{m}\n")),
+        )
+            .into_response(),
+        Err(ServiceError::PermissionDenied(m)) => {
+            text(StatusCode::FORBIDDEN, format!("{m}\n")).into_response()
+        }
         // The engine could not be asked for its counts (etcd unreachable):
         // a scrape failure, which is what the status says.
         Err(e) => (

@@ -1,7 +1,9 @@
 //! The HTTP surface on the shared port: etcd's `/mod/v2` API, the JSON
 //! gateway, the dashboard, `/metrics`, `/health`. It never re-implements lock semantics: every
-//! handler calls the service layer.
+//! handler calls the service layer, acting for the caller [`auth`] found in
+//! the request (the service decides what that caller may do).
 
+pub mod auth;
 pub mod cors;
 pub mod dashboard;
 pub mod gateway;

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 
 use super::{Rpc, Service, ServiceError, ServiceStream, WaitStep, convert};
+use crate::auth::Right;
 use crate::engine::{AcquireSpec, HolderView, Target};
 use crate::proto::v1::{self as pb, campaign_event::Event};
 
@@ -14,6 +15,7 @@ impl Service {
         req: pb::CampaignRequest,
     ) -> Result<ServiceStream<pb::CampaignEvent>, ServiceError> {
         let spec = || {
+            self.allow_key(Rpc::Campaign, Right::Write, &req.election)?;
             Ok(AcquireSpec {
                 key: self.key("election", &req.election)?,
                 value: Some(self.name(&req.name)?),
@@ -34,6 +36,7 @@ impl Service {
     /// Election.Leader.
     pub async fn leader(&self, req: pb::LeaderRequest) -> Result<pb::LeaderResponse, ServiceError> {
         self.counted(Rpc::Leader, async {
+            self.allow_key(Rpc::Leader, Right::Read, &req.election)?;
             let election = self.key("election", &req.election)?;
             let view = self.engine.get(&election).await?;
             Ok(leader_response(election, view.holder.as_ref()))
@@ -47,6 +50,7 @@ impl Service {
         req: pb::ObserveRequest,
     ) -> Result<ServiceStream<pb::LeaderResponse>, ServiceError> {
         self.counted(Rpc::Observe, async {
+            self.allow_key(Rpc::Observe, Right::Read, &req.election)?;
             let election = self.key("election", &req.election)?;
             let permit = self.stream_permit()?;
             // Watch first, then read, so no change falls between the two.
@@ -76,6 +80,7 @@ impl Service {
     /// Election.Resign.
     pub async fn resign(&self, req: pb::ResignRequest) -> Result<pb::ResignResponse, ServiceError> {
         self.counted(Rpc::Resign, async {
+            self.allow_key(Rpc::Resign, Right::Write, &req.election)?;
             let election = self.key("election", &req.election)?;
             let name = self.name(&req.name)?;
             let r = self.engine.release(&election, Target::Value(name)).await?;
@@ -93,6 +98,7 @@ impl Service {
         req: pb::ListElectionsRequest,
     ) -> Result<pb::ListElectionsResponse, ServiceError> {
         self.counted(Rpc::ListElections, async {
+            self.allow_prefix(Rpc::ListElections, Right::Read, &req.prefix)?;
             let (keys, next_page_token) = self
                 .list_page(&req.prefix, req.page_size, &req.page_token)
                 .await?;

@@ -31,6 +31,12 @@ pub enum ServiceError {
     /// The server cannot serve now (shutting down, backend lost).
     #[error("{0}")]
     Unavailable(String),
+    /// No valid credential (see [`crate::auth`]).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credential's token may not do this on this key.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A bug or a broken invariant.
     #[error("{0}")]
     Internal(String),
@@ -47,6 +53,8 @@ impl ServiceError {
             Self::Aborted(_) => Code::Aborted,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -70,5 +78,14 @@ impl From<EngineError> for ServiceError {
 impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> Self {
         tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<crate::auth::Refusal> for ServiceError {
+    fn from(r: crate::auth::Refusal) -> Self {
+        match r {
+            crate::auth::Refusal::Unauthenticated(m) => Self::Unauthenticated(m),
+            crate::auth::Refusal::PermissionDenied(m) => Self::PermissionDenied(m),
+        }
     }
 }

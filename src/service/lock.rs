@@ -3,6 +3,7 @@
 use futures::StreamExt;
 
 use super::{Rpc, Service, ServiceError, ServiceStream, WaitStep, convert};
+use crate::auth::Right;
 use crate::engine::AcquireSpec;
 use crate::proto::v1::{self as pb, wait_event::Event};
 
@@ -13,6 +14,7 @@ impl Service {
         req: pb::WaitRequest,
     ) -> Result<ServiceStream<pb::WaitEvent>, ServiceError> {
         let spec = || {
+            self.allow_key(Rpc::Wait, Right::Write, &req.key)?;
             Ok(AcquireSpec {
                 key: self.key("key", &req.key)?,
                 value: self.value("value", &req.value)?,
@@ -33,6 +35,7 @@ impl Service {
     /// Lock.Renew.
     pub async fn renew(&self, req: pb::RenewRequest) -> Result<pb::RenewResponse, ServiceError> {
         self.counted(Rpc::Renew, async {
+            self.allow_key(Rpc::Renew, Right::Write, &req.key)?;
             use pb::renew_request::Target as T;
             let key = self.key("key", &req.key)?;
             let target = match &req.target {
@@ -59,6 +62,7 @@ impl Service {
         req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, ServiceError> {
         self.counted(Rpc::Release, async {
+            self.allow_key(Rpc::Release, Right::Write, &req.key)?;
             use pb::release_request::Target as T;
             let key = self.key("key", &req.key)?;
             let target = match &req.target {
@@ -78,6 +82,7 @@ impl Service {
     /// Lock.Get.
     pub async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, ServiceError> {
         self.counted(Rpc::Get, async {
+            self.allow_key(Rpc::Get, Right::Read, &req.key)?;
             let key = self.key("key", &req.key)?;
             let view = self.engine.get(&key).await?;
             let now = convert::wall_now();
@@ -93,6 +98,7 @@ impl Service {
     /// Lock.List.
     pub async fn list(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
         self.counted(Rpc::List, async {
+            self.allow_prefix(Rpc::List, Right::Read, &req.prefix)?;
             let (keys, next_page_token) = self
                 .list_page(&req.prefix, req.page_size, &req.page_token)
                 .await?;
@@ -118,12 +124,25 @@ impl Service {
         req: pb::WatchRequest,
     ) -> Result<ServiceStream<pb::LockEvent>, ServiceError> {
         self.counted(Rpc::Watch, async {
-            if !req.prefix {
+            if req.prefix {
+                self.allow_prefix(Rpc::Watch, Right::Read, &req.key)?;
+            } else {
+                self.allow_key(Rpc::Watch, Right::Read, &req.key)?;
                 self.key("key", &req.key)?;
             }
             let permit = self.stream_permit()?;
             let events = self.engine.watch(&req.key, req.prefix).await?;
-            let events = events.map(|e| Ok(convert::event(&e?, convert::wall_now())));
+            // A prefix watch shows only the keys the caller may read.
+            let caller = self.caller.clone();
+            let events = events
+                .filter(move |e| {
+                    let show = match e {
+                        Ok(e) => caller.may(Right::Read, &e.key),
+                        Err(_) => true,
+                    };
+                    futures::future::ready(show)
+                })
+                .map(|e| Ok(convert::event(&e?, convert::wall_now())));
             Ok(self.guard(events, permit))
         })
         .await

@@ -55,6 +55,16 @@ struct RetryLabels {
     cause: &'static str,
 }
 
+/// Labels of one refusal counter: the call refused, why, and the token's
+/// name (empty when the caller was not known).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    service: &'static str,
+    method: &'static str,
+    reason: &'static str,
+    token: String,
+}
+
 /// Labels of one wait counter: how the wait ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WaitLabels {
@@ -86,10 +96,15 @@ pub enum Rpc {
     Resign,
     /// `baton.v1.Election/List`.
     ListElections,
+    /// `baton.v1.Status/Get` (and the gateway's `/v1/status`).
+    Status,
+    /// `GET /metrics`.
+    Metrics,
 }
 
 impl Rpc {
-    fn labels(self) -> (&'static str, &'static str) {
+    /// The `service` and `method` labels (the gRPC names).
+    pub fn labels(self) -> (&'static str, &'static str) {
         const LOCK: &str = "baton.v1.Lock";
         const ELECTION: &str = "baton.v1.Election";
         match self {
@@ -104,6 +119,8 @@ impl Rpc {
             Self::Observe => (ELECTION, "Observe"),
             Self::Resign => (ELECTION, "Resign"),
             Self::ListElections => (ELECTION, "List"),
+            Self::Status => ("baton.v1.Status", "Get"),
+            Self::Metrics => ("http", "/metrics"),
         }
     }
 }
@@ -113,6 +130,7 @@ impl Rpc {
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     waits: Family<WaitLabels, Counter>,
     wait_seconds: Histogram,
     keys: Gauge<i64, AtomicI64>,
@@ -129,6 +147,7 @@ impl Metrics {
     pub fn new(backend: &'static str) -> Self {
         let mut registry = Registry::with_prefix("baton");
         let calls = Family::<CallLabels, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
         let waits = Family::<WaitLabels, Counter>::default();
         // 1 ms to about 4.4 minutes, a factor of 4 apart.
         let wait_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 10));
@@ -145,6 +164,11 @@ impl Metrics {
             "calls",
             "Calls of each RPC, from every surface (gRPC, JSON gateway, /mod/v2), by the gRPC code they ended with; a stream counts as Ok once started",
             calls.clone(),
+        );
+        registry.register(
+            "auth_refusals",
+            "Calls refused by --auth-file, by RPC, reason (unauthenticated or permission_denied) and token name",
+            refusals.clone(),
         );
         registry.register(
             "waits",
@@ -194,6 +218,7 @@ impl Metrics {
             endpoint_retries,
             registry,
             calls,
+            refusals,
             waits,
             wait_seconds,
             keys,
@@ -216,6 +241,20 @@ impl Metrics {
                 service,
                 method,
                 code: code_name(code),
+            })
+            .inc();
+    }
+
+    /// Counts one call of `rpc` refused for `reason` (see
+    /// [`crate::auth::Refusal::reason`]) to the token named `token`.
+    pub fn refused(&self, rpc: Rpc, reason: &'static str, token: &str) {
+        let (service, method) = rpc.labels();
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                service,
+                method,
+                reason,
+                token: token.to_owned(),
             })
             .inc();
     }

@@ -15,10 +15,12 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Caller, Right};
 use crate::engine::{AcquireSpec, Engine, Target, WaitUpdate};
 use crate::proto::v1 as pb;
 pub use error::ServiceError;
-use metrics::{Metrics, Rpc};
+use metrics::Metrics;
+pub use metrics::Rpc;
 
 /// A server stream of API messages.
 pub type ServiceStream<T> = Pin<Box<dyn Stream<Item = Result<T, ServiceError>> + Send>>;
@@ -61,6 +63,8 @@ pub struct Service {
     shutdown: CancellationToken,
     started_at: std::time::Instant,
     metrics: Arc<Metrics>,
+    /// Who is calling: every RPC asks it first (see [`crate::auth`]).
+    caller: Caller,
 }
 
 impl Service {
@@ -78,7 +82,68 @@ impl Service {
             limits,
             shutdown,
             started_at: std::time::Instant::now(),
+            caller: Caller::Open,
         }
+    }
+
+    /// The same service acting for `caller`: the surfaces call this per
+    /// request with the caller the transport authenticated. A service
+    /// made by [`Service::new`] acts for [`Caller::Open`]; a server with
+    /// `--auth-file` starts from [`Caller::Anonymous`], so a request that
+    /// never had its credential looked at is refused, not let through.
+    pub fn with_caller(&self, caller: Caller) -> Self {
+        Self {
+            caller,
+            ..self.clone()
+        }
+    }
+
+    /// The caller this service acts for.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Refuses the call unless `decide` allows it; a refusal is logged
+    /// (token name, RPC, key) and counted.
+    fn allow(
+        &self,
+        rpc: Rpc,
+        key: &str,
+        decide: impl FnOnce(&Caller) -> Result<(), crate::auth::Refusal>,
+    ) -> Result<(), ServiceError> {
+        decide(&self.caller).map_err(|refusal| {
+            let (service, method) = rpc.labels();
+            tracing::warn!(
+                target: "baton::audit",
+                token = self.caller.name(),
+                rpc = format!("{service}/{method}"),
+                key,
+                reason = refusal.reason(),
+                why = %refusal,
+                "refused"
+            );
+            self.metrics
+                .refused(rpc, refusal.reason(), self.caller.known_name());
+            ServiceError::from(refusal)
+        })
+    }
+
+    /// Refuses the call unless the caller may use `right` on `key`.
+    fn allow_key(&self, rpc: Rpc, right: Right, key: &str) -> Result<(), ServiceError> {
+        self.allow(rpc, key, |c| c.check(right, key))
+    }
+
+    /// Refuses the call unless the caller may use `right` on some key under
+    /// `prefix`; the answer is then filtered with [`Caller::may`].
+    fn allow_prefix(&self, rpc: Rpc, right: Right, prefix: &str) -> Result<(), ServiceError> {
+        self.allow(rpc, prefix, |c| c.check_prefix(right, prefix))
+    }
+
+    /// Refuses a caller whose credential is missing or unknown, whatever
+    /// it asks for (used by `/mod/v2` before it reads the request, as etcd
+    /// checked credentials first).
+    pub fn authenticated(&self, rpc: Rpc, key: &str) -> Result<(), ServiceError> {
+        self.allow(rpc, key, Caller::check_authenticated)
     }
 
     /// The backend's name (`embedded` or `etcd`).
@@ -114,6 +179,7 @@ impl Service {
     /// The metrics as OpenMetrics text (see [`metrics`]), with the engine's
     /// counts as of now.
     pub async fn metrics_text(&self) -> Result<String, ServiceError> {
+        self.allow(Rpc::Metrics, "", |c| c.check_right(Right::Metrics))?;
         let stats = self.stats().await?;
         Ok(self.metrics.render(
             &stats,
@@ -203,23 +269,30 @@ impl Service {
         })
     }
 
-    /// Ties `stream` to its slot and to shutdown: on shutdown the stream
-    /// yields UNAVAILABLE and ends; when it ends or is dropped, the slot is
-    /// freed.
+    /// Ties `stream` to its slot, to shutdown and to the caller's token: on
+    /// shutdown the stream yields UNAVAILABLE and ends, when a reload
+    /// removes or changes the token UNAUTHENTICATED; when it ends or is
+    /// dropped, the slot is freed.
     fn guard<T: Send + 'static>(
         &self,
         stream: impl Stream<Item = Result<T, ServiceError>> + Send + 'static,
         permit: OwnedSemaphorePermit,
     ) -> ServiceStream<T> {
         let shutdown = self.shutdown.clone();
+        // A token a reload removed or changed ends its streams too.
+        let revoked = self.caller.revoked().cloned().unwrap_or_default();
         let state = (Box::pin(stream), Some(permit));
         Box::pin(futures::stream::unfold(state, move |(mut s, permit)| {
             let shutdown = shutdown.clone();
+            let revoked = revoked.clone();
             async move {
                 permit.as_ref()?;
                 tokio::select! {
                     item = s.next() => item.map(|i| (i, (s, permit))),
                     () = shutdown.cancelled() => Some((Err(shutting_down()), (s, None))),
+                    () = revoked.cancelled() => Some((Err(ServiceError::Unauthenticated(
+                        "the auth file was reloaded and this token was removed or changed: call again with a valid token".into(),
+                    )), (s, None))),
                 }
             }
         }))
@@ -283,8 +356,26 @@ impl Service {
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<crate::engine::KeySummary>, String), ServiceError> {
-        let (size, after) = self.page(page_size, page_token);
-        let mut keys = self.engine.list(prefix, after.as_deref(), size + 1).await?;
+        let (size, mut after) = self.page(page_size, page_token);
+        // Only keys the caller may read; pages of the engine are read
+        // until one more than a page is found, or the keys run out.
+        let mut keys = Vec::with_capacity(size + 1);
+        loop {
+            let batch = self.engine.list(prefix, after.as_deref(), size + 1).await?;
+            let exhausted = batch.len() <= size;
+            for k in batch {
+                after = Some(k.key.clone());
+                if self.caller.may(Right::Read, &k.key) {
+                    keys.push(k);
+                    if keys.len() > size {
+                        break;
+                    }
+                }
+            }
+            if exhausted || keys.len() > size {
+                break;
+            }
+        }
         let next_page_token = next_token(&mut keys, size, |k| &k.key);
         Ok((keys, next_page_token))
     }

@@ -2,7 +2,7 @@
 //! gRPC's `Status.Get`, the gateway's `/v1/status` and a follower's
 //! forwarded `stats` all read it here, so they cannot disagree.
 
-use super::{Service, ServiceError};
+use super::{Rpc, Service, ServiceError};
 use crate::proto::v1 as pb;
 
 impl Service {
@@ -13,6 +13,8 @@ impl Service {
         &self,
         _req: pb::StatusRequest,
     ) -> Result<pb::StatusResponse, ServiceError> {
+        // Any known caller may read it: it names no key.
+        self.authenticated(Rpc::Status, "")?;
         let stats = self.stats().await?;
         let backend = self.backend();
         let cluster = self.cluster();

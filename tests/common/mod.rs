@@ -38,14 +38,39 @@ impl Server {
 
     /// Starts `baton --listen LISTEN ARGS...` and waits for it to listen.
     pub fn start_on(listen: &str, args: &[&str]) -> Self {
+        Self::spawn(listen, args, None)
+    }
+
+    /// Starts `baton --listen 127.0.0.1:0 ARGS...` logging at `info`, and
+    /// collects its log lines (stderr) for the test to read; each is also
+    /// passed on to the test's stderr.
+    pub fn start_logged(args: &[&str]) -> (Self, Log) {
+        let log = Log::default();
+        (Self::spawn("127.0.0.1:0", args, Some(log.clone())), log)
+    }
+
+    fn spawn(listen: &str, args: &[&str], log: Option<Log>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["--listen", listen])
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if log.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("start baton");
+        if let (Some(log), Some(stderr)) = (log, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    log.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -136,6 +161,21 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A server's log lines, as [`Server::start_logged`] collects them.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    /// Whether some line contains every one of `parts`.
+    pub fn has(&self, parts: &[&str]) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
     }
 }
 

@@ -18,6 +18,8 @@ from baton_client.client import (
     LockTimeout,
     NotFound,
     Observation,
+    PermissionDenied,
+    Unauthenticated,
 )
 
 __all__ = [
@@ -31,4 +33,6 @@ __all__ = [
     "LockTimeout",
     "NotFound",
     "Observation",
+    "PermissionDenied",
+    "Unauthenticated",
 ]

@@ -11,6 +11,7 @@ Times are in seconds (floats) in this API and milliseconds on the wire.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -55,6 +56,14 @@ class NotFound(BatonError):
     """No entry matches the index/value/name given."""
 
 
+class Unauthenticated(BatonError):
+    """The server requires a token (baton --auth-file) and got none, or an unknown one."""
+
+
+class PermissionDenied(BatonError):
+    """The token may not do this on this key (outside its prefixes, or without the right)."""
+
+
 def _wrap(err: grpc.RpcError, what: str) -> BatonError:
     code = err.code() if hasattr(err, "code") else None
     details = err.details() if hasattr(err, "details") else str(err)
@@ -65,6 +74,10 @@ def _wrap(err: grpc.RpcError, what: str) -> BatonError:
         return LockAborted(message, code, details)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(message, code, details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(message, code, details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(message, code, details)
     return BatonError(message, code, details)
 
 
@@ -73,6 +86,35 @@ def _ms(seconds: float, what: str) -> int:
         raise ValueError(f"{what} must be >= 0 seconds, got {seconds!r}")
     ms = round(seconds * 1000)
     return max(ms, 1) if seconds > 0 else 0
+
+
+class _CallDetails(
+    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Token(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Sends `authorization: Bearer TOKEN` with every call. (gRPC's call
+    credentials would refuse a plaintext channel; a token over plaintext is
+    the operator's choice, as with curl.)"""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        metadata = list(d.metadata or []) + [self._header]
+        return _CallDetails(
+            d.method, d.timeout, metadata, d.credentials,
+            getattr(d, "wait_for_ready", None), getattr(d, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
 
 
 # --- results ----------------------------------------------------------------
@@ -318,8 +360,10 @@ class Client:
     baton started with --tls-cert-file, e.g.
     `grpc.ssl_channel_credentials(root_certificates=open("ca.pem", "rb").read())`).
     `https://host:port` means TLS with the system's roots when no
-    `credentials` are given. The raw generated stubs are available as
-    `client.lock_stub` and `client.election_stub`.
+    `credentials` are given. `token` is sent with every call as
+    `authorization: Bearer TOKEN`, for a baton started with --auth-file.
+    The raw generated stubs are available as `client.lock_stub` and
+    `client.election_stub` (they send the token too).
     """
 
     def __init__(
@@ -328,6 +372,7 @@ class Client:
         *,
         credentials: Optional[grpc.ChannelCredentials] = None,
         rpc_timeout: float = 10.0,
+        token: Optional[str] = None,
     ):
         if target.startswith("http://"):
             target = target[len("http://") :]
@@ -341,6 +386,9 @@ class Client:
             self._channel = grpc.insecure_channel(target)
         else:
             self._channel = grpc.secure_channel(target, credentials)
+        self._raw_channel = self._channel
+        if token:
+            self._channel = grpc.intercept_channel(self._channel, _Token(token))
         self._lock = lock_pb2_grpc.LockStub(self._channel)
         self._election = election_pb2_grpc.ElectionStub(self._channel)
 
@@ -353,7 +401,7 @@ class Client:
         return self._election
 
     def close(self) -> None:
-        self._channel.close()
+        self._raw_channel.close()
 
     def __enter__(self):
         return self

@@ -111,6 +111,34 @@ def tls_baton(tmp_path_factory):
         yield target, (d / "ca.pem").read_bytes()
 
 
+AUTH_TOKENS = {"deployer": "deployer-secret-0001", "reader": "reader-secret-000001"}
+
+
+@pytest.fixture(scope="session")
+def auth_baton(tmp_path_factory):
+    """A baton with --auth-file: the deployer may read and write under py/,
+    the reader may read everything. Yields host:port."""
+    d = tmp_path_factory.mktemp("baton-auth")
+    auth = d / "auth.toml"
+    auth.write_text(
+        f"""[[token]]
+name = "deployer"
+secret = "{AUTH_TOKENS['deployer']}"
+prefixes = ["py/"]
+rights = ["read", "write"]
+
+[[token]]
+name = "reader"
+secret = "{AUTH_TOKENS['reader']}"
+prefixes = [""]
+rights = ["read"]
+"""
+    )
+    auth.chmod(0o600)
+    with _running_baton(d, ("--auth-file", str(auth))) as target:
+        yield target
+
+
 @pytest.fixture
 def client(baton_target):
     with Client(baton_target) as c:

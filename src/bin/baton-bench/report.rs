@@ -28,8 +28,22 @@ pub struct Row {
     pub samples: u64,
     /// Server memory per waiting request, in bytes (many-waiters only).
     pub bytes_per_waiter: Option<f64>,
+    /// Server RSS before, at the peak of, and after a burst of waiters, in
+    /// KiB (many-waiters only).
+    pub rss_kib: Option<RssBurst>,
     /// Why the measurement failed, if it did.
     pub failed: Option<String>,
+}
+
+/// Server memory around a burst of waiters, in KiB.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RssBurst {
+    /// Before the waiters arrived (the holders of their keys in place).
+    pub before: u64,
+    /// With every waiter waiting.
+    pub peak: u64,
+    /// After every waiter was granted and left, once RSS settled.
+    pub after: u64,
 }
 
 impl Row {
@@ -51,6 +65,7 @@ impl Row {
             p999_us: h.value_at_quantile(0.999),
             samples: h.len(),
             bytes_per_waiter: None,
+            rss_kib: None,
             failed: None,
         }
     }
@@ -72,18 +87,15 @@ impl Row {
             p999_us: 0,
             samples: 0,
             bytes_per_waiter: None,
+            rss_kib: None,
             failed: Some(why),
         }
     }
 
     /// A many-waiters row: memory per waiter and time to grant them all.
-    pub fn waiters(
-        target: TargetKind,
-        waiters: usize,
-        _keys: usize,
-        bytes_per_waiter: f64,
-        drain: Duration,
-    ) -> Self {
+    pub fn waiters(target: TargetKind, waiters: usize, rss: RssBurst, drain: Duration) -> Self {
+        let bytes_per_waiter =
+            (rss.peak.saturating_sub(rss.before) * 1024) as f64 / waiters.max(1) as f64;
         Self {
             scenario: "many waiters",
             target: target.name(),
@@ -94,6 +106,7 @@ impl Row {
             p999_us: 0,
             samples: waiters as u64,
             bytes_per_waiter: Some(bytes_per_waiter),
+            rss_kib: Some(rss),
             failed: None,
         }
     }
@@ -123,16 +136,21 @@ pub fn markdown(rows: &[Row]) -> String {
         if scenario == "many waiters" {
             let _ = writeln!(
                 out,
-                "| target | waiters | server bytes/waiter | grants/s (drain) |\n|---|---:|---:|---:|"
+                "| target | waiters | server bytes/waiter | grants/s (drain) | RSS before | peak | after (×before) |\n|---|---:|---:|---:|---:|---:|---:|"
             );
             for r in rows {
+                let rss = r.rss_kib.unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {:.0} |",
+                    "| {} | {} | {:.0} | {:.0} | {:.1} MiB | {:.1} MiB | {:.1} MiB ({:.2}×) |",
                     r.target,
                     r.concurrency,
                     r.bytes_per_waiter.unwrap_or(0.0),
-                    r.ops_per_sec
+                    r.ops_per_sec,
+                    rss.before as f64 / 1024.0,
+                    rss.peak as f64 / 1024.0,
+                    rss.after as f64 / 1024.0,
+                    rss.after as f64 / rss.before.max(1) as f64,
                 );
             }
         } else {

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
 use crate::{
-    report::Row,
+    report::{Row, RssBurst},
     target::{Session, Target},
 };
 
@@ -183,19 +183,7 @@ pub async fn many_waiters(target: &Target, waiters: usize, keys: usize, run: u64
         }));
     }
     // Let every wait reach the server: memory stops growing.
-    let mut last = 0;
-    let settle = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = target.rss_kib();
-        if (now as i64 - last as i64).unsigned_abs() * 50 <= now.max(1)
-            || settle.elapsed() > Duration::from_secs(15)
-        {
-            break;
-        }
-        last = now;
-    }
-    let after = target.rss_kib();
+    let peak = settled_rss(target).await;
     let start = Instant::now();
     for (key, h) in held {
         holder.release(&key, h).await?;
@@ -207,8 +195,32 @@ pub async fn many_waiters(target: &Target, waiters: usize, keys: usize, run: u64
             .map_err(|e| anyhow!("waiter task: {e}"))??;
     }
     let drain = start.elapsed();
-    let per_waiter = (after.saturating_sub(before) * 1024) as f64 / waiters as f64;
-    Ok(Row::waiters(target.kind, waiters, keys, per_waiter, drain))
+    // The burst has left: whatever the server keeps now, it keeps.
+    drop(sessions);
+    let after = settled_rss(target).await;
+    let rss = RssBurst {
+        before,
+        peak,
+        after,
+    };
+    Ok(Row::waiters(target.kind, waiters, rss, drain))
+}
+
+/// The server's RSS once it stops changing by more than 2 % in half a
+/// second (at most 15 s).
+async fn settled_rss(target: &Target) -> u64 {
+    let mut last = 0;
+    let settle = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = target.rss_kib();
+        if (now as i64 - last as i64).unsigned_abs() * 50 <= now.max(1)
+            || settle.elapsed() > Duration::from_secs(15)
+        {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// Scenario 4, expiry accuracy: `holders` keys held with `ttl_ms`, one waiter behind

@@ -8,6 +8,11 @@
 //! errors, so the follower's service layer maps them to exactly the codes
 //! and messages the primary's own clients get.
 //!
+//! With `--auth-file`, the follower's service layer has already checked its
+//! caller; every forwarded call carries the cluster secret
+//! ([`RemoteOptions::credential`]), without which the primary treats the
+//! call as any other client's and refuses it.
+//!
 //! Going away is total across the hop: a wait or watch is one gRPC stream to
 //! the primary, and dropping the [`WaitStream`] or [`EventStream`] (or the
 //! `wait` future before it returns) drops the stream, which resets it on the
@@ -29,7 +34,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
 
 use super::{
     AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, Release,
@@ -43,7 +51,7 @@ use pool::{Pool, Slot};
 
 /// How a [`RemoteEngine`] talks to the primary. Each is meant to become a
 /// command-line flag of the etcd backend.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RemoteOptions {
     /// How long to try to connect before a call fails with `Unavailable`.
     pub connect_timeout: Duration,
@@ -59,6 +67,21 @@ pub struct RemoteOptions {
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is dropped.
     pub keepalive_timeout: Duration,
+    /// The cluster secret (`--cluster-secret-file`), sent with every call
+    /// as `authorization: Bearer`: a primary with `--auth-file` accepts
+    /// forwarded calls only with it, since this gateway has already checked
+    /// its own caller's rights.
+    pub credential: Option<ForwardSecret>,
+}
+
+/// A secret gateways forward with; never shown by `Debug`.
+#[derive(Clone)]
+pub struct ForwardSecret(pub String);
+
+impl std::fmt::Debug for ForwardSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardSecret(..)")
+    }
 }
 
 impl Default for RemoteOptions {
@@ -69,6 +92,7 @@ impl Default for RemoteOptions {
             streams_per_connection: 100,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
+            credential: None,
         }
     }
 }
@@ -84,6 +108,9 @@ pub enum RemoteError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The cluster secret cannot be sent in a header.
+    #[error("the cluster secret must be visible ASCII")]
+    InvalidCredential,
 }
 
 /// An [`Engine`] that forwards to a primary baton over gRPC. Share it
@@ -92,16 +119,35 @@ pub enum RemoteError {
 pub struct RemoteEngine {
     opts: RemoteOptions,
     target: RwLock<Arc<Pool>>,
+    /// `Bearer SECRET` of [`RemoteOptions::credential`].
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 impl RemoteEngine {
     /// An engine forwarding to the baton at `url` (`http://host:port`).
     /// Nothing is connected until the first call.
     pub fn new(url: &str, opts: RemoteOptions) -> Result<Self, RemoteError> {
+        let authorization = match &opts.credential {
+            Some(ForwardSecret(s)) => Some(
+                MetadataValue::try_from(format!("Bearer {s}"))
+                    .map_err(|_| RemoteError::InvalidCredential)?,
+            ),
+            None => None,
+        };
         Ok(Self {
             target: RwLock::new(Arc::new(pool(url, &opts)?)),
             opts,
+            authorization,
         })
+    }
+
+    /// `message` as a request to the primary, with the cluster secret.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(a) = &self.authorization {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        req
     }
 
     /// Moves the engine to the primary at `url` (after a fail-over): new
@@ -350,12 +396,12 @@ impl Engine for RemoteEngine {
         let pool = self.pool();
         let slot = Arc::new(pool.stream_slot());
         let mut client = LockClient::new(slot.channel());
-        let req = pb::WaitRequest {
+        let req = self.request(pb::WaitRequest {
             key: spec.key,
             value: spec.value.unwrap_or_default(),
             ttl_ms: spec.ttl_ms,
             timeout_ms: spec.timeout_ms,
-        };
+        });
         // The primary answers a wait at once with Queued or Acquired (or
         // with the error that refuses it), so the first step is bounded like
         // a unary call. If this future is dropped meanwhile, the stream goes
@@ -396,14 +442,14 @@ impl Engine for RemoteEngine {
     }
 
     async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
-        let req = pb::RenewRequest {
+        let req = self.request(pb::RenewRequest {
             key: key.to_owned(),
             target: Some(match target {
                 Target::Index(i) => renew_request::Target::Index(i),
                 Target::Value(v) => renew_request::Target::Value(v),
             }),
             ttl_ms,
-        };
+        });
         let r = self
             .unary(|ch| async move { LockClient::new(ch).renew(req).await })
             .await?;
@@ -415,13 +461,13 @@ impl Engine for RemoteEngine {
     }
 
     async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError> {
-        let req = pb::ReleaseRequest {
+        let req = self.request(pb::ReleaseRequest {
             key: key.to_owned(),
             target: Some(match target {
                 Target::Index(i) => release_request::Target::Index(i),
                 Target::Value(v) => release_request::Target::Value(v),
             }),
-        };
+        });
         let r = self
             .unary(|ch| async move { LockClient::new(ch).release(req).await })
             .await?;
@@ -432,9 +478,9 @@ impl Engine for RemoteEngine {
     }
 
     async fn get(&self, key: &str) -> Result<KeyView, EngineError> {
-        let req = pb::GetRequest {
+        let req = self.request(pb::GetRequest {
             key: key.to_owned(),
-        };
+        });
         let r = self
             .unary(|ch| async move { LockClient::new(ch).get(req).await })
             .await?;
@@ -452,11 +498,11 @@ impl Engine for RemoteEngine {
         let mut keys = Vec::new();
         let mut token = after.unwrap_or_default().to_owned();
         while keys.len() < limit {
-            let req = pb::ListRequest {
+            let req = self.request(pb::ListRequest {
                 prefix: prefix.to_owned(),
                 page_size: (limit - keys.len()).min(MAX_PAGE) as u32,
                 page_token: token,
-            };
+            });
             let page = self
                 .unary(|ch| async move { LockClient::new(ch).list(req).await })
                 .await?;
@@ -474,10 +520,10 @@ impl Engine for RemoteEngine {
         let pool = self.pool();
         let slot = Arc::new(pool.stream_slot());
         let mut client = LockClient::new(slot.channel());
-        let req = pb::WatchRequest {
+        let req = self.request(pb::WatchRequest {
             key: key.to_owned(),
             prefix,
-        };
+        });
         // The primary subscribes before it sends the response headers, so
         // once this returns no later change is missed.
         let after = self.opts.call_timeout;
@@ -504,8 +550,9 @@ impl Engine for RemoteEngine {
     }
 
     async fn stats(&self) -> Result<EngineStats, EngineError> {
+        let req = self.request(pb::StatusRequest {});
         let r = self
-            .unary(|ch| async move { StatusClient::new(ch).get(pb::StatusRequest {}).await })
+            .unary(|ch| async move { StatusClient::new(ch).get(req).await })
             .await?;
         Ok(EngineStats {
             keys: r.keys,

@@ -40,6 +40,11 @@ pub fn engine_error(status: &Status, queued_index: Option<u64>) -> EngineError {
             None => EngineError::LimitReached(m),
         },
         Code::Unavailable | Code::Unknown | Code::Cancelled => EngineError::Unavailable(m),
+        // The primary refused this gateway's credential: its clients can do
+        // nothing about it, the operator can.
+        Code::Unauthenticated | Code::PermissionDenied => EngineError::Unavailable(format!(
+            "the primary refused this gateway's forwarded call (is --cluster-secret-file the same on every gateway?): {m}"
+        )),
         _ => EngineError::Internal(m),
     }
 }

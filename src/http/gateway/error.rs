@@ -61,6 +61,14 @@ impl From<ServiceError> for GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self)).into_response()
+        let challenge = self.code == Code::Unauthenticated as i32;
+        let mut r = (self.status(), Json(self)).into_response();
+        if challenge {
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(crate::http::auth::BEARER_CHALLENGE),
+            );
+        }
+        r
     }
 }

@@ -18,7 +18,7 @@ use std::{convert::Infallible, future::Future, time::Duration};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{RawQuery, State},
+    extract::RawQuery,
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -30,6 +30,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::Code;
 
+use super::auth::Authed;
 use crate::proto::v1 as pb;
 use crate::service::{Service, ServiceError, ServiceStream};
 use error::GatewayError;
@@ -133,7 +134,7 @@ where
     Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
 {
     let by_get = call.clone();
-    let router = post(move |State(svc): State<Service>, body: Bytes| async move {
+    let router = post(move |Authed(svc): Authed, body: Bytes| async move {
         match from_body::<Req>(&body) {
             Ok(req) => respond(call(svc, req).await),
             Err(e) => e.into_response(),
@@ -143,7 +144,7 @@ where
         return router.fallback(method_not_allowed);
     };
     router.fallback(method_not_allowed).get(
-        move |State(svc): State<Service>, RawQuery(q): RawQuery| async move {
+        move |Authed(svc): Authed, RawQuery(q): RawQuery| async move {
             match from_query::<Req>(message, q.as_deref()) {
                 Ok(req) => respond(by_get(svc, req).await),
                 Err(e) => e.into_response(),
@@ -163,7 +164,7 @@ where
 {
     let by_get = call.clone();
     let router = post(
-        move |State(svc): State<Service>, headers: HeaderMap, body: Bytes| async move {
+        move |Authed(svc): Authed, headers: HeaderMap, body: Bytes| async move {
             match from_body::<Req>(&body) {
                 Ok(req) => stream_response(call(svc, req).await, &headers),
                 Err(e) => e.into_response(),
@@ -174,7 +175,7 @@ where
         return router.fallback(method_not_allowed);
     };
     router.fallback(method_not_allowed).get(
-        move |State(svc): State<Service>, headers: HeaderMap, RawQuery(q): RawQuery| async move {
+        move |Authed(svc): Authed, headers: HeaderMap, RawQuery(q): RawQuery| async move {
             match from_query::<Req>(message, q.as_deref()) {
                 Ok(req) => stream_response(by_get(svc, req).await, &headers),
                 Err(e) => e.into_response(),
@@ -315,7 +316,7 @@ struct Status {
     waiters: u64,
 }
 
-async fn status(State(svc): State<Service>) -> Response {
+async fn status(Authed(svc): Authed) -> Response {
     // The same answer as `Status.Get`, with numbers as JSON numbers (the
     // canonical mapping would quote uint64s) so the dashboard's reader stays.
     match svc.status(pb::StatusRequest {}).await {

@@ -229,6 +229,15 @@ impl ModError {
             ServiceError::Unavailable(m) => {
                 Self::etcd(300, m, cause, StatusCode::SERVICE_UNAVAILABLE)
             }
+            // etcd v2's auth: 110 with 401, and the challenge (see
+            // `into_response`); a token outside its rights: 110 with 403.
+            ServiceError::Unauthenticated(_) => Self::etcd(
+                110,
+                "The request requires user authentication",
+                cause,
+                StatusCode::UNAUTHORIZED,
+            ),
+            ServiceError::PermissionDenied(m) => Self::forbidden(cause, &m),
             ServiceError::Internal(m) => {
                 Self::etcd(300, m, cause, StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -253,7 +262,16 @@ impl IntoResponse for ModError {
                 message,
                 cause,
                 status,
-            } => etcd_body(code, &message, cause.name(), status),
+            } => {
+                let mut r = etcd_body(code, &message, cause.name(), status);
+                if status == StatusCode::UNAUTHORIZED {
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(crate::http::auth::BASIC_CHALLENGE),
+                    );
+                }
+                r
+            }
             Self::Request {
                 code,
                 message,

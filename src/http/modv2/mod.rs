@@ -9,15 +9,16 @@ pub mod params;
 use axum::{
     Router,
     body::Bytes,
-    extract::{State, rejection::BytesRejection},
+    extract::rejection::BytesRejection,
     response::{IntoResponse, Response},
     routing::any,
 };
 use futures::StreamExt;
 use http::{Method, StatusCode, Uri, header};
 
+use super::auth::Authed;
 use crate::proto::v1::{self as pb, campaign_event, release_request, renew_request, wait_event};
-use crate::service::{Service, ServiceError, ServiceStream};
+use crate::service::{Rpc, Service, ServiceError, ServiceStream};
 use error::{Cause, ModError};
 use params::Params;
 
@@ -64,7 +65,7 @@ fn key_of(uri: &Uri, prefix: &str, cause: Cause) -> Result<String, ModError> {
 }
 
 async fn lock(
-    State(svc): State<Service>,
+    Authed(svc): Authed,
     method: Method,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
@@ -81,6 +82,16 @@ async fn lock(
     let result = async {
         let body = read_body(body, cause)?;
         let key = key_of(&uri, "/mod/v2/lock/", cause)?;
+        let rpc = match cause {
+            Cause::Acquire => Rpc::Wait,
+            Cause::Renew => Rpc::Renew,
+            Cause::Release => Rpc::Release,
+            _ => Rpc::Get,
+        };
+        // Credentials first, as etcd checked them: an unknown caller learns
+        // nothing from the request's validation.
+        svc.authenticated(rpc, &key)
+            .map_err(|e| ModError::from_service(e, cause))?;
         let p = Params::parse(uri.query(), &body, cause)?;
         match cause {
             Cause::Acquire => acquire(&svc, key, &p).await,
@@ -94,7 +105,7 @@ async fn lock(
 }
 
 async fn leader(
-    State(svc): State<Service>,
+    Authed(svc): Authed,
     method: Method,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
@@ -111,6 +122,13 @@ async fn leader(
     let result = async {
         let body = read_body(body, cause)?;
         let key = key_of(&uri, "/mod/v2/leader/", cause)?;
+        let rpc = match cause {
+            Cause::Set => Rpc::Campaign,
+            Cause::Delete => Rpc::Resign,
+            _ => Rpc::Leader,
+        };
+        svc.authenticated(rpc, &key)
+            .map_err(|e| ModError::from_service(e, cause))?;
         let p = Params::parse(uri.query(), &body, cause)?;
         match cause {
             Cause::Set => campaign(&svc, key, &p).await,

@@ -12,3 +12,5 @@ pub mod v1 {
 /// and for generating the gateway's OpenAPI document.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/baton_descriptor.bin"));
+
+pub mod codec;

@@ -1,0 +1,199 @@
+//! The pipelined group commit, checked through the real driver with a
+//! journal the test holds at the gate: while batch N is being stored the
+//! driver applies batch N+1, yet nothing of N+1 (reply, grant, read, event)
+//! leaves before N+1 is durable, and a failed commit of N+1 is never heard
+//! of even though N was.
+
+use std::{
+    sync::{Mutex, mpsc},
+    time::Duration,
+};
+
+use baton::engine::{
+    AcquireSpec, Engine, EngineError, WaitUpdate,
+    embedded::{EmbeddedConfig, EmbeddedEngine},
+    table::Record,
+};
+use baton::store::{Journal, Snapshot, StoreError};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+/// Time the driver gets to apply a command it was sent. Applying takes
+/// microseconds; this only bounds how long the test waits for it.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// A journal that hands every commit to the test and stores it only when
+/// the test says so (`true`) or fails it (`false`).
+struct GatedJournal {
+    commits: mpsc::Sender<Vec<Record>>,
+    verdicts: Mutex<mpsc::Receiver<bool>>,
+}
+
+impl Journal for GatedJournal {
+    fn commit(&mut self, records: &[Record], _index_ceiling: u64) -> Result<(), StoreError> {
+        self.commits
+            .send(records.to_vec())
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let verdict = self
+            .verdicts
+            .lock()
+            .map_err(|e| StoreError::Database(e.to_string()))?
+            .recv()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        if verdict {
+            Ok(())
+        } else {
+            Err(StoreError::Database("the test failed this commit".into()))
+        }
+    }
+}
+
+struct Gate {
+    commits: mpsc::Receiver<Vec<Record>>,
+    verdicts: mpsc::Sender<bool>,
+}
+
+impl Gate {
+    /// The next commit the driver started, within `SETTLE`.
+    async fn next_commit(&self) -> Option<Vec<Record>> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            if let Ok(records) = self.commits.try_recv() {
+                return Some(records);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn decide(&self, store: bool) {
+        self.verdicts.send(store).expect("the journal is waiting");
+    }
+}
+
+fn gated_engine() -> (EmbeddedEngine, Gate) {
+    let (commits_tx, commits) = mpsc::channel();
+    let (verdicts, verdicts_rx) = mpsc::channel();
+    let journal = GatedJournal {
+        commits: commits_tx,
+        verdicts: Mutex::new(verdicts_rx),
+    };
+    let engine = EmbeddedEngine::durable(
+        EmbeddedConfig::default(),
+        Box::new(journal),
+        Snapshot::default(),
+    );
+    (engine, Gate { commits, verdicts })
+}
+
+fn spec(key: &str) -> AcquireSpec {
+    AcquireSpec {
+        key: key.into(),
+        value: None,
+        ttl_ms: 60_000,
+        timeout_ms: None,
+    }
+}
+
+/// Waits on `key` and returns what the first step of the wait was.
+fn wait_first(engine: &EmbeddedEngine, key: &str) -> JoinHandle<Result<WaitUpdate, EngineError>> {
+    let engine = engine.clone();
+    let spec = spec(key);
+    tokio::spawn(async move {
+        let mut stream = engine.wait(spec).await?;
+        let first = stream.next().await.ok_or(EngineError::TimedOut)??;
+        // Keep the stream (and so the registration) past the test's checks.
+        std::mem::forget(stream);
+        Ok(first)
+    })
+}
+
+fn holds_key(records: &[Record], key: &str) -> bool {
+    records
+        .iter()
+        .any(|r| matches!(r, Record::Held(h) if h.key == key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_applied_during_a_commit_and_heard_only_after_its_own() {
+    let (engine, gate) = gated_engine();
+    // The first batch stores the index ceiling of a fresh store.
+    let start = gate.next_commit().await.expect("the start commit");
+    assert!(start.is_empty());
+    gate.decide(true);
+
+    // Batch 1: "a" is granted, and held at the gate.
+    let a = wait_first(&engine, "a");
+    let batch1 = gate.next_commit().await.expect("batch 1 is committed");
+    assert!(holds_key(&batch1, "a"), "batch 1: {batch1:?}");
+
+    // While batch 1 is being stored: a grant of "b", a read of "a", and a
+    // wait on "c" whose caller leaves before anything is durable.
+    let b = wait_first(&engine, "b");
+    let read = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.get("a").await })
+    };
+    let c = wait_first(&engine, "c");
+    tokio::time::sleep(SETTLE).await;
+    c.abort();
+    assert!(
+        gate.next_commit().await.is_none(),
+        "one commit in flight at a time"
+    );
+    assert!(!a.is_finished(), "a grant was heard before it was durable");
+    assert!(!b.is_finished() && !read.is_finished());
+
+    // Batch 1 is durable: its grant is heard; batch 2 goes to the journal.
+    gate.decide(true);
+    let granted = a.await.expect("task").expect("a is granted");
+    assert!(matches!(granted, WaitUpdate::Acquired(_)), "{granted:?}");
+    let batch2 = gate.next_commit().await.expect("batch 2 is committed");
+    assert!(holds_key(&batch2, "b"), "batch 2: {batch2:?}");
+    // "c" was applied while batch 1 was in the journal (its caller was still
+    // there), so its grant is in batch 2; the caller's leaving undoes it in
+    // a later batch. A driver that applied nothing during a commit would
+    // have skipped the abandoned request.
+    assert!(
+        holds_key(&batch2, "c"),
+        "batch 2 was not applied during batch 1's commit: {batch2:?}"
+    );
+    tokio::time::sleep(SETTLE).await;
+    assert!(!b.is_finished(), "b heard of a batch not yet durable");
+    assert!(
+        !read.is_finished(),
+        "a read answered from a batch not yet durable"
+    );
+
+    // Batch 2 fails: nobody hears of it, and the engine stops.
+    gate.decide(false);
+    let b = b.await.expect("task");
+    assert!(matches!(b, Err(EngineError::Unavailable(_))), "{b:?}");
+    let read = read.await.expect("task");
+    assert!(matches!(read, Err(EngineError::Unavailable(_))), "{read:?}");
+    tokio::time::timeout(Duration::from_secs(5), engine.stopped())
+        .await
+        .expect("the engine stops after a failed commit");
+    let late = engine.get("a").await;
+    assert!(matches!(late, Err(EngineError::Unavailable(_))), "{late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_during_a_commit_answers_nothing_of_it() {
+    let (engine, gate) = gated_engine();
+    gate.next_commit().await.expect("the start commit");
+    gate.decide(true);
+
+    let a = wait_first(&engine, "a");
+    gate.next_commit().await.expect("batch 1 is committed");
+    engine.halt();
+    tokio::time::timeout(Duration::from_secs(5), engine.stopped())
+        .await
+        .expect("halt stops the engine while a commit is in flight");
+    // The journal may even store the batch afterwards: still nobody hears.
+    let _ = gate.verdicts.send(true);
+    let a = a.await.expect("task");
+    assert!(matches!(a, Err(EngineError::Unavailable(_))), "{a:?}");
+}
