@@ -614,17 +614,25 @@ async fn the_whole_cluster_down_fails_cleanly_grants_nothing_and_recovers() {
 async fn a_watch_moves_to_another_member_without_losing_or_repeating_an_event() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = EtcdCluster::start(3);
-    // Writes go straight to member 1; the watch, the first request of its
-    // Endpoints, opens on member 0 (round-robin starts there).
-    let mut writer = etcd_client::Client::connect([cluster.url(1)], None)
+    // The watch, the first request of its Endpoints, opens on the first
+    // member listed (round-robin starts there): a follower, the one to be
+    // killed. Writes go straight to the raft leader, which stays, so the
+    // writer (a plain client) is not the one that has to survive the loss.
+    let leader = cluster.leader().await;
+    let victim = (leader + 1) % cluster.len();
+    let mut writer = etcd_client::Client::connect([cluster.url(leader)], None)
         .await
         .expect("connect");
     let start = writer.put("/wm/k", "start", None).await.expect("put");
     let from = start.header().expect("header").revision() + 1;
+    let mut urls = vec![cluster.url(victim).to_owned()];
+    urls.extend(
+        (0..cluster.len())
+            .filter(|&i| i != victim)
+            .map(|i| cluster.url(i).to_owned()),
+    );
     let endpoints = baton::etcd::EtcdConfig {
-        endpoints: (0..cluster.len())
-            .map(|i| cluster.url(i).to_owned())
-            .collect(),
+        endpoints: urls,
         prefix: "/wm/".into(),
         ..baton::etcd::EtcdConfig::default()
     }
@@ -638,7 +646,7 @@ async fn a_watch_moves_to_another_member_without_losing_or_repeating_an_event() 
             writer
                 .put("/wm/k", i.to_string(), None)
                 .await
-                .expect("put at member 1");
+                .expect("put at the leader");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -647,7 +655,7 @@ async fn a_watch_moves_to_another_member_without_losing_or_repeating_an_event() 
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.len() < N {
         if !killed && seen.len() >= N / 4 {
-            cluster.kill(0);
+            cluster.kill(victim);
             killed = true;
         }
         let events = tokio::time::timeout_at(deadline.into(), watch.next())
@@ -662,7 +670,8 @@ async fn a_watch_moves_to_another_member_without_losing_or_repeating_an_event() 
     writes.await.expect("writer");
     let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
     assert_eq!(seen, want, "every change once, in order");
-    // It did move: member 0 counts a reopened watch.
+    // It did move: the killed member (listed first) counts a reopened
+    // watch.
     let stats = endpoints.stats();
     let moved = stats[0]
         .retries
