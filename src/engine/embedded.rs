@@ -4,9 +4,12 @@
 //!
 //! Every request is a [`Command`] on an unbounded channel. The task takes all
 //! commands that are waiting (up to [`MAX_BATCH`]), applies them, commits the
-//! resulting records in one journal transaction (one fsync: group commit),
-//! and only then answers. So nobody hears of a grant, renew or release that a
-//! crash could undo, and many concurrent clients share one fsync.
+//! resulting records in one journal transaction (one fsync, or one etcd
+//! transaction: group commit), and only then answers. So nobody hears of a
+//! grant, renew or release that a crash could undo, and many concurrent
+//! clients share one commit. The commit is pipelined: while batch N is in
+//! the journal, the task applies batch N+1, which is committed, and heard
+//! of, only after N (see `Driver::run`).
 
 use std::{collections::HashMap, sync::Arc};
 

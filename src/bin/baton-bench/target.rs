@@ -38,6 +38,9 @@ pub enum TargetKind {
     BatonElection,
     /// etcd's v3election API, called directly (campaign, resign).
     EtcdV3election,
+    /// `baton --memory` through `/mod/v2` over HTTP/1.1, a connection per
+    /// request as curl makes them: what a waiting curl costs.
+    MemoryModv2,
 }
 
 impl TargetKind {
@@ -51,6 +54,7 @@ impl TargetKind {
             Self::EtcdV3lock => "etcd v3lock",
             Self::BatonElection => "baton --memory, election",
             Self::EtcdV3election => "etcd v3election",
+            Self::MemoryModv2 => "baton --memory, /mod/v2 HTTP/1.1",
         }
     }
 
@@ -127,6 +131,15 @@ impl Target {
         let (procs, url) = match kind {
             TargetKind::Memory | TargetKind::BatonElection => {
                 let (p, url) = start_baton(&["--memory".into()])?;
+                (vec![p], url)
+            }
+            TargetKind::MemoryModv2 => {
+                // Every waiting curl is a connection of its own.
+                let (p, url) = start_baton(&[
+                    "--memory".into(),
+                    "--max-connections".into(),
+                    "15000".into(),
+                ])?;
                 (vec![p], url)
             }
             TargetKind::Durable => {
@@ -234,6 +247,14 @@ impl Target {
                     election: self.kind == TargetKind::EtcdV3election,
                 })
             }
+            TargetKind::MemoryModv2 => std::sync::Arc::new(ModV2Session {
+                authority: self
+                    .url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+                health: HealthClient::new(channel),
+            }),
             _ => std::sync::Arc::new(BatonSession {
                 lock: LockClient::new(channel.clone()),
                 election: (self.kind == TargetKind::BatonElection)
@@ -241,6 +262,85 @@ impl Target {
                 health: HealthClient::new(channel),
             }),
         })
+    }
+}
+
+/// baton's `/mod/v2` lock module over HTTP/1.1, one connection per request
+/// (a waiting request holds its connection, as a waiting curl does).
+struct ModV2Session {
+    /// `host:port`.
+    authority: String,
+    health: HealthClient<Channel>,
+}
+
+impl ModV2Session {
+    /// Sends one request on a new connection and returns the body.
+    async fn call(&self, method: hyper::Method, path: &str) -> Result<String> {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(&self.authority).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.authority)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if !status.is_success() {
+            bail!("{path}: {status} {body}");
+        }
+        Ok(body)
+    }
+}
+
+#[async_trait]
+impl Session for ModV2Session {
+    async fn acquire(&self, key: &str, ttl_ms: u64) -> Result<Held> {
+        // /mod/v2 counts ttls in seconds and needs one; 0 here is "long".
+        let ttl = if ttl_ms == 0 {
+            3600
+        } else {
+            ttl_ms.div_ceil(1000)
+        };
+        let body = self
+            .call(
+                hyper::Method::POST,
+                &format!("/mod/v2/lock/{key}?ttl={ttl}"),
+            )
+            .await?;
+        let index = body
+            .trim()
+            .parse()
+            .with_context(|| format!("not an index: {body:?}"))?;
+        Ok(Held {
+            deadline_ms: None,
+            token: Token::Baton(index),
+        })
+    }
+
+    async fn release(&self, key: &str, held: Held) -> Result<()> {
+        let Token::Baton(index) = held.token else {
+            bail!("a /mod/v2 hold is released by index");
+        };
+        self.call(
+            hyper::Method::DELETE,
+            &format!("/mod/v2/lock/{key}?index={index}"),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.health
+            .clone()
+            .check(HealthCheckRequest::default())
+            .await
+            .map(drop)
+            .map_err(Into::into)
     }
 }
 
