@@ -101,6 +101,21 @@ struct StoredHold {
     a: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     d: Option<u64>,
+    /// The key's semaphore limit; absent (as in journals written before
+    /// semaphores) = 1.
+    #[serde(default, skip_serializing_if = "is_lock")]
+    n: u32,
+    /// The hold's lock-delay in ms; absent = 0.
+    #[serde(default, skip_serializing_if = "is_no_delay")]
+    l: u64,
+}
+
+fn is_lock(n: &u32) -> bool {
+    *n <= 1
+}
+
+fn is_no_delay(l: &u64) -> bool {
+    *l == 0
 }
 
 impl From<&HeldRecord> for StoredHold {
@@ -112,6 +127,8 @@ impl From<&HeldRecord> for StoredHold {
             t: h.ttl_ms,
             a: h.acquired_at,
             d: h.deadline,
+            n: h.limit,
+            l: h.lock_delay_ms,
         }
     }
 }
@@ -125,6 +142,8 @@ impl From<StoredHold> for HeldRecord {
             ttl_ms: h.t,
             acquired_at: h.a,
             deadline: h.d,
+            limit: h.n.max(1),
+            lock_delay_ms: h.l,
         }
     }
 }

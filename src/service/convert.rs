@@ -20,6 +20,7 @@ pub fn holder(h: &HolderView, now: UnixMillis) -> pb::Holder {
         acquired_unix_ms: h.acquired_at,
         deadline_unix_ms: h.deadline.unwrap_or(0),
         remaining_ms: h.deadline.map_or(0, |d| d.saturating_sub(now)),
+        lock_delay_ms: h.lock_delay_ms,
     }
 }
 
@@ -83,5 +84,6 @@ pub fn event(e: &LockEvent, now: UnixMillis) -> pb::LockEvent {
         at_unix_ms: e.at,
         holder: e.holder.as_ref().map(|h| holder(h, now)),
         queue_length: e.queue_length,
+        delayed_until_unix_ms: e.delayed_until.unwrap_or(0),
     }
 }

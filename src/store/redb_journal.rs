@@ -72,6 +72,17 @@ struct StoredHold {
     ttl_ms: u64,
     acquired_at: u64,
     deadline: Option<u64>,
+    /// The key's semaphore limit; absent in stores written before
+    /// semaphores, which held locks only (limit 1).
+    #[serde(default = "one")]
+    limit: u32,
+    /// The hold's lock-delay; absent in older stores (no delay).
+    #[serde(default)]
+    lock_delay_ms: u64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The redb journal of one data directory. Dropping it releases the lock.
@@ -149,6 +160,8 @@ impl RedbJournal {
                     ttl_ms: h.ttl_ms,
                     acquired_at: h.acquired_at,
                     deadline: h.deadline,
+                    limit: h.limit.max(1),
+                    lock_delay_ms: h.lock_delay_ms,
                 });
             }
             Snapshot {
@@ -184,6 +197,8 @@ impl Journal for RedbJournal {
                             ttl_ms: h.ttl_ms,
                             acquired_at: h.acquired_at,
                             deadline: h.deadline,
+                            limit: h.limit,
+                            lock_delay_ms: h.lock_delay_ms,
                         })
                         .map_err(|e| db_err(&e))?;
                         holds
