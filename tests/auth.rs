@@ -182,6 +182,7 @@ async fn grpc_refuses_missing_unknown_and_out_of_bounds_tokens() {
                 name: "r".into(),
                 ttl_ms: 0,
                 timeout_ms: None,
+                ..Default::default()
             },
             Some(READER),
         ))

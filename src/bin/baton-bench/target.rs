@@ -270,6 +270,7 @@ impl BatonSession {
                 name: name.clone(),
                 ttl_ms,
                 timeout_ms: None,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -299,6 +300,7 @@ impl Session for BatonSession {
                 value: String::new(),
                 ttl_ms,
                 timeout_ms: None,
+                ..Default::default()
             })
             .await?
             .into_inner();
