@@ -225,6 +225,14 @@ impl LockGuard {
     pub async fn release(self) -> Result<(), ClientError> {
         self.hold.release().await
     }
+
+    /// Stops renewing and lets go of the guard without releasing: the hold
+    /// lives on by its ttl (forever with ttl 0), to be renewed or released
+    /// later by index or value, e.g. by another process (`baton acquire`
+    /// then `baton renew` / `baton release`). Returns the index.
+    pub fn detach(self) -> u64 {
+        self.hold.detach()
+    }
 }
 
 /// Which entry of a lock's queue to renew or release.
