@@ -119,6 +119,12 @@ pub struct Target {
 }
 
 impl Target {
+    /// A new connection to the target's gRPC endpoint (baton targets), for
+    /// scenarios that use baton's API beyond [`Session`].
+    pub async fn channel(&self) -> Result<Channel> {
+        Ok(Channel::from_shared(self.url.clone())?.connect().await?)
+    }
+
     /// Starts the processes the target needs.
     pub async fn start(kind: TargetKind) -> Result<Self> {
         let dir = tempfile::tempdir()?;
