@@ -553,3 +553,31 @@ fn range_end(prefix: &str) -> Vec<u8> {
     }
     vec![0]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_journaled_before_semaphores_reads_as_a_lock_without_delay() {
+        let old = br#"{"k":"key","i":7,"t":1000,"a":5,"d":1005}"#;
+        let h = HeldRecord::from(serde_json::from_slice::<StoredHold>(old).unwrap());
+        assert_eq!((h.index, h.limit, h.lock_delay_ms), (7, 1, 0));
+        // A lock is still written as before; a semaphore and a delay add
+        // their fields.
+        let lock = serde_json::to_string(&StoredHold::from(&h)).unwrap();
+        assert_eq!(lock, r#"{"k":"key","i":7,"t":1000,"a":5,"d":1005}"#);
+        let sem = HeldRecord {
+            limit: 4,
+            lock_delay_ms: 250,
+            ..h
+        };
+        let back = HeldRecord::from(
+            serde_json::from_str::<StoredHold>(
+                &serde_json::to_string(&StoredHold::from(&sem)).unwrap(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(back, sem);
+    }
+}

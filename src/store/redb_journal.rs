@@ -223,3 +223,15 @@ impl Journal for RedbJournal {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_stored_before_semaphores_reads_as_a_lock_without_delay() {
+        let old = br#"{"key":"k","value":"v","ttl_ms":1000,"acquired_at":5,"deadline":1005}"#;
+        let h: StoredHold = serde_json::from_slice(old).unwrap();
+        assert_eq!((h.limit, h.lock_delay_ms), (1, 0));
+    }
+}
