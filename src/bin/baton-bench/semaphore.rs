@@ -1,8 +1,9 @@
 //! The semaphore handoff scenario: `clients` contend for one key with limit
 //! `limit` (a semaphore), each acquiring and releasing in a loop, so up to
 //! `limit` hold at once and every release hands a slot to the next waiter.
-//! It reports pairs per second and the time from a release returning to the
-//! next grant arriving. baton's Lock API only (etcd has no semaphore).
+//! It reports pairs per second and the time from a release being sent to the
+//! next grant arriving (releases and grants matched in order). baton's Lock
+//! API only (etcd has no semaphore).
 
 use std::{
     collections::VecDeque,
@@ -101,13 +102,16 @@ pub async fn handoff(
                 {
                     let _ = handoffs.record(micros(granted.saturating_duration_since(released)));
                 }
+                // Stamped as the release is sent: the grant it makes room
+                // for can reach its waiter before the release's own reply
+                // reaches us, so a stamp taken after the reply would be
+                // matched with a later grant and skew the figure.
+                releases.lock().await.push_back(Instant::now());
                 lock.release(pb::ReleaseRequest {
                     key: key.clone(),
                     target: Some(release_request::Target::Index(index)),
                 })
                 .await?;
-                // A release only makes room when someone waits for it.
-                releases.lock().await.push_back(Instant::now());
                 if t0 >= measure_from {
                     pairs += 1;
                 }
