@@ -41,6 +41,7 @@
     EVENT_KIND_RELEASED: 'released',
     EVENT_KIND_EXPIRED: 'expired',
     EVENT_KIND_CANCELLED: 'cancelled',
+    EVENT_KIND_DELAY_ENDED: 'delay ended',
   };
 
   // ---------------------------------------------------------------- helpers

@@ -997,6 +997,17 @@ async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend) {
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     }
     let a2 = acquired(&mut second).await;
+    // Watchers hear the delay end, then the grant it let through.
+    let e = next_lock_event(&mut events).await;
+    assert_eq!(
+        (e.kind, e.index, e.at_unix_ms, e.delayed_until_unix_ms),
+        (pb::EventKind::DelayEnded as i32, a1.index, until, 0)
+    );
+    let e = next_lock_event(&mut events).await;
+    assert_eq!(
+        (e.kind, e.index),
+        (pb::EventKind::Acquired as i32, a2.index)
+    );
     let granted_at = a2.deadline_unix_ms - a2.ttl_ms;
     assert!(
         granted_at >= until,

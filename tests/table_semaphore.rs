@@ -158,6 +158,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(ev.delayed_until, Some(delayed_until[k]));
                     }
                 }
+                EventKind::DelayEnded => {
+                    prop_assert_eq!(
+                        ev.at,
+                        delayed_until[k],
+                        "{} delay ended early or late",
+                        ev.key
+                    );
+                    prop_assert_eq!(ev.delayed_until, None);
+                }
                 EventKind::Acquired => {
                     prop_assert!(
                         ev.at >= delayed_until[k],

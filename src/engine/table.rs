@@ -705,18 +705,15 @@ impl LockTable {
             queue.delayed_until = None;
             if queue.entries.is_empty() {
                 self.keys.remove(&key);
-                return;
             }
+            // Watchers learn that the key may be granted again, then of the
+            // grants that follow.
             let granted_at = self.now.max(at);
-            self.fill(&key, granted_at);
-        }
-    }
-
-    /// Grants queued entries while the key has room and no delay runs, and
-    /// tells their waiters and watchers.
-    fn fill(&mut self, key: &str, granted_at: UnixMillis) {
-        for (next, grant) in self.promote(key, granted_at) {
-            self.announce(key, next, grant, granted_at);
+            let grants = self.promote(&key, granted_at);
+            self.push_event(&key, EventKind::DelayEnded, index, None, 0, at);
+            for (next, grant) in grants {
+                self.announce(&key, next, grant, granted_at);
+            }
         }
     }
 
@@ -1366,6 +1363,15 @@ mod semaphore_and_delay_tests {
         assert_eq!(holders(&mut t, "k", 150), vec![2]);
         let out = t.take_output();
         assert!(out.records.contains(&Record::Removed { index: 1 }));
+        let kinds: Vec<(EventKind, u64, u64)> =
+            out.events.iter().map(|e| (e.kind, e.index, e.at)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::DelayEnded, 1, 150),
+                (EventKind::Acquired, 2, 150)
+            ]
+        );
         assert!(out.notices.contains(&(
             w,
             Notice::Granted(Grant {

@@ -187,6 +187,8 @@ pub enum EventKind {
     /// A queued entry lost its last waiter (timeout or disconnect), or a
     /// grant nobody heard of was undone when its last waiter went away.
     Cancelled,
+    /// A lock-delay ended: the key may be granted again.
+    DelayEnded,
 }
 
 /// One change of one key, as `Watch`, `Observe` and the dashboard see it.

@@ -77,6 +77,7 @@ pub fn event(e: &LockEvent, now: UnixMillis) -> pb::LockEvent {
             EventKind::Released => pb::EventKind::Released,
             EventKind::Expired => pb::EventKind::Expired,
             EventKind::Cancelled => pb::EventKind::Cancelled,
+            EventKind::DelayEnded => pb::EventKind::DelayEnded,
         } as i32,
         index: e.index,
         value: e.value.clone().unwrap_or_default(),

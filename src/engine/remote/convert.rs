@@ -106,6 +106,7 @@ pub fn lock_event(e: pb::LockEvent) -> Result<LockEvent, EngineError> {
         Ok(pb::EventKind::Released) => EventKind::Released,
         Ok(pb::EventKind::Expired) => EventKind::Expired,
         Ok(pb::EventKind::Cancelled) => EventKind::Cancelled,
+        Ok(pb::EventKind::DelayEnded) => EventKind::DelayEnded,
         _ => {
             return Err(EngineError::Internal(format!(
                 "the primary sent an unknown event kind {}",
