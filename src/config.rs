@@ -180,6 +180,17 @@ pub struct ServeArgs {
     /// does), in seconds; 0 leaves it to etcd's --auto-compaction-retention.
     #[arg(long, env = "BATON_ETCD_COMPACTION_INTERVAL_SECS", default_value_t = EtcdConfig::default().compaction_interval.as_secs())]
     pub etcd_compaction_interval_secs: u64,
+    /// How long the first attempt of an etcd request at one member may
+    /// take before it is tried on another member (a frozen member accepts
+    /// connections but never answers); later attempts get twice as long,
+    /// all within --etcd-timeout-ms. Keep it well below the primary's
+    /// lease ttl.
+    #[arg(long, env = "BATON_ETCD_ATTEMPT_TIMEOUT_MS", default_value_t = EtcdConfig::default().attempt_timeout.as_millis() as u64)]
+    pub etcd_attempt_timeout_ms: u64,
+    /// How often an etcd member out of rotation (it failed a request) is
+    /// probed, to bring it back once it answers.
+    #[arg(long, env = "BATON_ETCD_HEALTH_INTERVAL_MS", default_value_t = EtcdConfig::default().health_interval.as_millis() as u64)]
+    pub etcd_health_interval_ms: u64,
     /// The gRPC URL other gateways reach this one at when it is primary
     /// (`--backend etcd`). Default: `http://` (or `https://` with TLS) and
     /// the listen address; required when listening on 0.0.0.0 or [::].
@@ -242,6 +253,8 @@ impl ServeArgs {
             timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
             primary_ttl_secs: self.etcd_primary_ttl_secs,
             compaction_interval: std::time::Duration::from_secs(self.etcd_compaction_interval_secs),
+            attempt_timeout: std::time::Duration::from_millis(self.etcd_attempt_timeout_ms),
+            health_interval: std::time::Duration::from_millis(self.etcd_health_interval_ms),
             // Read from --cluster-secret-file by the server at start.
             forward_secret: None,
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton::engine::table::{HeldRecord, Record};
 use baton::etcd::{
+    Endpoints, EtcdConfig,
     journal::{EtcdJournal, MAX_PART_BYTES},
     primary::Election,
 };
@@ -17,6 +18,17 @@ use common::etcd::Etcd;
 use etcd_client::{Client, GetOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the gateway talks to etcd through, over this one member.
+fn endpoints(etcd: &Etcd, timeout: Duration) -> Endpoints {
+    EtcdConfig {
+        endpoints: vec![etcd.url.clone()],
+        timeout,
+        ..EtcdConfig::default()
+    }
+    .endpoints()
+    .expect("endpoints")
+}
 
 async fn client(etcd: &Etcd) -> Client {
     Client::connect([etcd.url.as_str()], None)
@@ -73,8 +85,9 @@ fn sorted(mut holds: Vec<HeldRecord>) -> Vec<HeldRecord> {
 async fn one_primary_at_a_time_and_the_journal_survives_it() {
     let etcd = Etcd::start();
     let c = client(&etcd).await;
-    let a = Election::new(c.clone(), "/j/", 5, TIMEOUT);
-    let b = Election::new(client(&etcd).await, "/j/", 5, TIMEOUT);
+    let e = endpoints(&etcd, TIMEOUT);
+    let a = Election::new(e.clone(), "/j/", 5);
+    let b = Election::new(endpoints(&etcd, TIMEOUT), "/j/", 5);
     let term_a = a
         .try_win("http://a:1")
         .await
@@ -88,7 +101,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
     assert_eq!(now.expect("a primary").url, "http://a:1");
 
     // A's journal: batches, one of them too large for one etcd request.
-    let (journal, snapshot) = EtcdJournal::open(c.clone(), "/j/", term_a.fence.clone(), TIMEOUT)
+    let (journal, snapshot) = EtcdJournal::open(e.clone(), "/j/", term_a.fence.clone())
         .await
         .expect("open");
     assert!(snapshot.holds.is_empty());
@@ -117,7 +130,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
         "the large batch was written in parts ({parts} log keys); MAX_PART_BYTES is {MAX_PART_BYTES}"
     );
 
-    let (_, restored) = EtcdJournal::open(c.clone(), "/j/", term_a.fence.clone(), TIMEOUT)
+    let (_, restored) = EtcdJournal::open(e.clone(), "/j/", term_a.fence.clone())
         .await
         .expect("reopen");
     assert_eq!(sorted(restored.holds), want);
@@ -129,7 +142,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
     assert_eq!(log, 0, "compaction leaves no batch behind");
     let (journal, r) = commit(journal, vec![Record::Removed { index: 2 }], 4000).await;
     r.expect("a batch after compaction");
-    let (_, restored) = EtcdJournal::open(c.clone(), "/j/", term_a.fence.clone(), TIMEOUT)
+    let (_, restored) = EtcdJournal::open(e.clone(), "/j/", term_a.fence.clone())
         .await
         .expect("reopen after compaction");
     assert_eq!(sorted(restored.holds), want[1..].to_vec());
@@ -148,7 +161,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
         matches!(r, Err(StoreError::Fenced(_))),
         "a deposed primary's write must be refused, got {r:?}"
     );
-    let (journal_b, restored) = EtcdJournal::open(c.clone(), "/j/", term_b.fence.clone(), TIMEOUT)
+    let (journal_b, restored) = EtcdJournal::open(e.clone(), "/j/", term_b.fence.clone())
         .await
         .expect("b opens");
     assert_eq!(
@@ -163,8 +176,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_term_ends_before_its_lease_can_have_lapsed_when_etcd_is_gone() {
     let mut etcd = Etcd::start();
-    let c = client(&etcd).await;
-    let e = Election::new(c, "/l/", 2, Duration::from_secs(1));
+    let e = Election::new(endpoints(&etcd, Duration::from_secs(1)), "/l/", 2);
     let term = e.try_win("http://a:1").await.expect("etcd").expect("wins");
     // Kept alive well past its ttl while etcd is up.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -543,6 +543,9 @@ impl Driver {
         for ev in batch.events {
             let _ = self.events.send(Arc::new(ev));
         }
+        // After a burst of waiters left, give back what it grew.
+        self.table.trim();
+        super::table::shrink_if_sparse(&mut self.notices);
     }
 
     fn apply(&mut self, cmd: Command, deferred: &mut Vec<Deferred>) {

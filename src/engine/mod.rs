@@ -86,6 +86,25 @@ pub trait Engine: Send + Sync + 'static {
             primary_url: None,
         }
     }
+    /// The backend's connections to the members of what stores its state
+    /// (etcd's members), for `/metrics`; empty for the embedded backend.
+    fn endpoints(&self) -> Vec<EndpointStats> {
+        Vec::new()
+    }
+}
+
+/// One member of the store a backend talks to (an etcd member), as the
+/// metrics show it: whether requests go to it, and how often a request was
+/// tried again elsewhere after failing on it. The backend counts; the
+/// service layer only reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// The member's URL.
+    pub endpoint: String,
+    /// Whether it is in rotation.
+    pub healthy: bool,
+    /// Retries away from it, by cause, counted since the process started.
+    pub retries: Vec<(&'static str, u64)>,
 }
 
 /// What a process is in its cluster: `embedded` (one machine), or, over

@@ -365,6 +365,15 @@ impl LockTable {
         }
     }
 
+    /// Gives back the memory of maps that a burst grew and that are now
+    /// mostly empty (hash maps never shrink by themselves). Shrinks a map
+    /// only once it is four times larger than it needs, so a steady load
+    /// never reallocates back and forth.
+    pub fn trim(&mut self) {
+        shrink_if_sparse(&mut self.waiters);
+        shrink_if_sparse(&mut self.key_of_index);
+    }
+
     /// Takes what was produced since the last call.
     pub fn take_output(&mut self) -> Output {
         std::mem::take(&mut self.out)
@@ -1055,9 +1064,38 @@ fn deadline_after(now: UnixMillis, ttl_ms: u64) -> Option<UnixMillis> {
     (ttl_ms > 0).then(|| now.saturating_add(ttl_ms))
 }
 
+/// Shrinks `map` when it has more than four times the room it needs (and
+/// more than a trivial amount), to twice what it needs.
+pub fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.capacity() / 4 > map.len() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trim_gives_back_what_a_burst_of_waiters_grew() {
+        let mut t = LockTable::new(TableLimits::default());
+        let waiters: Vec<WaiterId> = (0..10_000)
+            .map(|_| t.acquire(spec("k", None, 0, None), 1).expect("acquire").0)
+            .collect();
+        let grown = t.waiters.capacity();
+        t.trim();
+        assert_eq!(t.waiters.capacity(), grown, "a busy table keeps its room");
+        for w in waiters {
+            t.withdraw(w, Departure::Uninformed, 2);
+        }
+        t.trim();
+        assert!(
+            t.waiters.capacity() < grown / 4,
+            "{} of {grown}",
+            t.waiters.capacity()
+        );
+        assert!(t.key_of_index.capacity() < grown / 4);
+    }
 
     fn spec(key: &str, value: Option<&str>, ttl_ms: u64, timeout_ms: Option<u64>) -> AcquireSpec {
         AcquireSpec {

@@ -17,12 +17,12 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use etcd_client::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     config::EtcdConfig,
+    endpoints::Endpoints,
     error::EtcdError,
     journal::EtcdJournal,
     primary::{Election, Leadership, Validity},
@@ -48,6 +48,7 @@ enum Role {
 /// The etcd backend's engine. See the module docs.
 #[derive(Clone)]
 pub struct ClusterEngine {
+    endpoints: Endpoints,
     role: watch::Receiver<Role>,
     remote: Arc<RemoteEngine>,
     timeout: Duration,
@@ -64,7 +65,7 @@ impl ClusterEngine {
         embedded: EmbeddedConfig,
         advertise_url: String,
     ) -> Result<Self, EtcdError> {
-        let options = config.connect_options()?;
+        let endpoints = config.endpoints()?;
         // Until a primary is known this points at ourselves; it is only
         // used while following.
         let forwarding = RemoteOptions {
@@ -80,12 +81,10 @@ impl ClusterEngine {
         let stop = CancellationToken::new();
         let stopped = Arc::new(tokio::sync::Notify::new());
         let run = Runner {
-            endpoints: config.endpoints.clone(),
-            options,
+            endpoints: endpoints.clone(),
             prefix: config.prefix.clone(),
             primary_ttl_secs: config.primary_ttl_secs,
             compaction_interval: config.compaction_interval,
-            timeout: config.timeout,
             embedded,
             url: advertise_url.clone(),
             role: tx,
@@ -95,6 +94,7 @@ impl ClusterEngine {
         };
         tokio::spawn(run.run());
         Ok(Self {
+            endpoints,
             role,
             remote,
             timeout: config.timeout,
@@ -190,6 +190,10 @@ impl Engine for ClusterEngine {
         "etcd"
     }
 
+    fn endpoints(&self) -> Vec<crate::engine::EndpointStats> {
+        self.endpoints.stats()
+    }
+
     fn cluster(&self) -> ClusterView {
         match &*self.role.borrow() {
             Role::Primary(..) => ClusterView {
@@ -210,12 +214,10 @@ impl Engine for ClusterEngine {
 
 /// The task that takes part in the election and switches roles.
 struct Runner {
-    endpoints: Vec<String>,
-    options: etcd_client::ConnectOptions,
+    endpoints: Endpoints,
     prefix: String,
     primary_ttl_secs: u64,
     compaction_interval: Duration,
-    timeout: Duration,
     embedded: EmbeddedConfig,
     url: String,
     role: watch::Sender<Role>,
@@ -229,26 +231,9 @@ const RETRY: Duration = Duration::from_millis(200);
 
 impl Runner {
     async fn run(self) {
-        let client = loop {
-            let connect = Client::connect(&self.endpoints, Some(self.options.clone()));
-            tokio::select! {
-                () = self.stop.cancelled() => return self.stopped.notify_waiters(),
-                c = tokio::time::timeout(self.timeout, connect) => match c {
-                    Ok(Ok(c)) => break c,
-                    Ok(Err(e)) => self.electing(format!("cannot reach etcd: {e}")),
-                    Err(_) => self.electing(format!("etcd did not answer within {:?}", self.timeout)),
-                },
-            }
-            tokio::time::sleep(RETRY).await;
-        };
-        let election = Election::new(
-            client.clone(),
-            &self.prefix,
-            self.primary_ttl_secs,
-            self.timeout,
-        );
+        let election = Election::new(self.endpoints.clone(), &self.prefix, self.primary_ttl_secs);
         while !self.stop.is_cancelled() {
-            if let Err(e) = self.round(&client, &election).await {
+            if let Err(e) = self.round(&election).await {
                 self.electing(e.to_string());
                 tokio::select! {
                     () = self.stop.cancelled() => {}
@@ -266,7 +251,7 @@ impl Runner {
 
     /// One turn: follow the primary until its key changes, or win and serve
     /// until the term ends.
-    async fn round(&self, client: &Client, election: &Election) -> Result<(), EtcdError> {
+    async fn round(&self, election: &Election) -> Result<(), EtcdError> {
         let (primary, revision) = election.current().await?;
         match primary {
             Some(p) if p.url == self.url => {
@@ -290,21 +275,16 @@ impl Runner {
                 election.changed_after(revision, &self.stop).await
             }
             None => match election.try_win(&self.url).await? {
-                Some(term) => self.serve(client, election, term).await,
+                Some(term) => self.serve(election, term).await,
                 None => Ok(()),
             },
         }
     }
 
     /// Serves as primary for one term.
-    async fn serve(
-        &self,
-        client: &Client,
-        election: &Election,
-        term: Leadership,
-    ) -> Result<(), EtcdError> {
+    async fn serve(&self, election: &Election, term: Leadership) -> Result<(), EtcdError> {
         let opened = tokio::select! {
-            o = EtcdJournal::open(client.clone(), &self.prefix, term.fence.clone(), self.timeout) => o,
+            o = EtcdJournal::open(self.endpoints.clone(), &self.prefix, term.fence.clone()) => o,
             () = term.lost() => return Ok(()),
         };
         let (journal, snapshot) = match opened {
@@ -328,7 +308,7 @@ impl Runner {
             .send_replace(Role::Primary(engine.clone(), term.validity()));
         let compacting = CancellationToken::new();
         tokio::spawn(super::compaction::run(
-            client.clone(),
+            self.endpoints.clone(),
             election.key().to_owned(),
             self.compaction_interval,
             compacting.clone(),

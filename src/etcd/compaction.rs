@@ -11,15 +11,18 @@
 
 use std::time::Duration;
 
-use etcd_client::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    endpoints::{Call, Endpoints},
+    error::EtcdError,
+};
+
 /// Compacts etcd every `interval` until `stop`; see the module docs.
-pub async fn run(client: Client, key: String, interval: Duration, stop: CancellationToken) {
+pub async fn run(endpoints: Endpoints, key: String, interval: Duration, stop: CancellationToken) {
     if interval.is_zero() {
         return;
     }
-    let mut kv = client.kv_client();
     let mut seen: Option<i64> = None;
     loop {
         tokio::select! {
@@ -29,21 +32,33 @@ pub async fn run(client: Client, key: String, interval: Duration, stop: Cancella
         if let Some(rev) = seen
             && rev > 0
         {
-            match tokio::time::timeout(interval, kv.compact(rev, None)).await {
-                Ok(Ok(_)) => tracing::debug!(revision = rev, "compacted etcd"),
-                // Already compacted that far (by etcd itself or an earlier
-                // primary): nothing to do.
-                Ok(Err(e))
+            // Safe to send again: compacting to a revision twice is
+            // compacting once (the second is told it is already done).
+            let compact = endpoints
+                .call(
+                    Call::safe(),
+                    |mut c| async move { c.compact(rev, None).await },
+                )
+                .await;
+            match compact {
+                Ok(_) => tracing::debug!(revision = rev, "compacted etcd"),
+                // Already compacted that far (by etcd itself, an earlier
+                // primary, or an attempt of ours whose answer was lost).
+                Err(EtcdError::Client(e))
                     if e.to_string()
                         .contains("required revision has been compacted") => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, revision = rev, "could not compact etcd"),
-                Err(_) => tracing::warn!(revision = rev, "etcd did not answer a compaction"),
+                Err(e) => tracing::warn!(error = %e, revision = rev, "could not compact etcd"),
             }
         }
-        // The revision now, to compact to one interval from now.
-        seen = match tokio::time::timeout(interval, kv.get(key.clone(), None)).await {
-            Ok(Ok(r)) => r.header().map(|h| h.revision()),
-            _ => None,
-        };
+        // The revision now, to compact to one interval from now (a read:
+        // safe to send again).
+        seen = endpoints
+            .call(Call::safe(), |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await
+            .ok()
+            .and_then(|r| r.header().map(|h| h.revision()));
     }
 }

@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 
-use super::error::EtcdError;
+use super::{
+    endpoints::{Endpoints, EndpointsConfig},
+    error::EtcdError,
+};
 
 /// How to reach etcd and how to use it.
 #[derive(Clone, Debug)]
@@ -31,6 +34,13 @@ pub struct EtcdConfig {
     pub primary_ttl_secs: u64,
     /// How often the primary compacts etcd's history; zero: never.
     pub compaction_interval: Duration,
+    /// How long the first attempt of a request at one member may take
+    /// before it is tried on another (a frozen member accepts connections
+    /// and never answers); later attempts get twice as long, all within
+    /// `timeout`. Keep it well below the primary's lease ttl.
+    pub attempt_timeout: Duration,
+    /// How often a member out of rotation is probed to bring it back.
+    pub health_interval: Duration,
     /// The cluster secret this gateway forwards to the primary with
     /// (`--cluster-secret-file`).
     pub forward_secret: Option<crate::engine::remote::ForwardSecret>,
@@ -49,6 +59,8 @@ impl Default for EtcdConfig {
             timeout: Duration::from_secs(5),
             primary_ttl_secs: 2,
             compaction_interval: Duration::from_secs(300),
+            attempt_timeout: Duration::from_millis(1000),
+            health_interval: Duration::from_millis(500),
             forward_secret: None,
         }
     }
@@ -72,9 +84,20 @@ impl EtcdConfig {
                 "--etcd-primary-ttl-secs must be at least 1".into(),
             ));
         }
+        if self.attempt_timeout.is_zero() || self.health_interval.is_zero() {
+            return Err(EtcdError::Config(
+                "--etcd-attempt-timeout-ms and --etcd-health-interval-ms must be above 0".into(),
+            ));
+        }
+        // Connecting is part of an attempt: a member that does not accept
+        // within the attempt's time is skipped. HTTP/2 pings close a
+        // connection to a member that stopped answering.
         let mut opts = ConnectOptions::new()
-            .with_connect_timeout(self.timeout)
-            .with_keep_alive(Duration::from_secs(2), self.timeout)
+            .with_connect_timeout(self.attempt_timeout)
+            .with_keep_alive(
+                Duration::from_secs(2),
+                self.attempt_timeout.max(Duration::from_secs(1)),
+            )
             .with_keep_alive_while_idle(true)
             .with_require_leader(true)
             .with_auto_token_refresh(true);
@@ -117,6 +140,24 @@ impl EtcdConfig {
             ));
         }
         Ok(opts)
+    }
+}
+
+impl EtcdConfig {
+    /// The members and the rotation over them (see
+    /// [`Endpoints`](super::endpoints::Endpoints)): every etcd request
+    /// goes through it. Checks the settings first, as
+    /// [`connect_options`](Self::connect_options) does. Call from within a
+    /// tokio runtime.
+    pub fn endpoints(&self) -> Result<Endpoints, EtcdError> {
+        Endpoints::new(EndpointsConfig {
+            urls: self.endpoints.clone(),
+            options: self.connect_options()?,
+            probe_key: format!("{}primary", self.prefix),
+            timeout: self.timeout,
+            attempt_timeout: self.attempt_timeout,
+            health_interval: self.health_interval,
+        })
     }
 }
 

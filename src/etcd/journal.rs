@@ -27,14 +27,17 @@
 //! etcd caps a transaction at `--max-txn-ops` (128 by default) operations;
 //! a log entry is one operation whatever the batch size.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 
-use super::error::EtcdError;
+use super::{
+    endpoints::{Call, Endpoints},
+    error::EtcdError,
+};
 use crate::engine::table::{HeldRecord, Record};
 use crate::store::{Journal, Snapshot, StoreError};
 
@@ -180,11 +183,13 @@ fn is_zero(n: &usize) -> bool {
 
 /// The etcd journal of a primary. See the module docs.
 pub struct EtcdJournal {
-    client: Client,
+    endpoints: Endpoints,
     keys: Keys,
     fence: Fence,
     runtime: tokio::runtime::Handle,
-    timeout: Duration,
+    /// The head as it is in etcd (`None`: none yet): a compaction writes
+    /// its head only over this one.
+    head: Option<Vec<u8>>,
     /// The last batch written.
     seq: u64,
     /// The batches written since the last compaction.
@@ -210,32 +215,28 @@ impl EtcdJournal {
     /// `fence`, with the snapshot to restore the engine from. Call it from
     /// within a tokio runtime: commits run on that runtime.
     pub async fn open(
-        client: Client,
+        endpoints: Endpoints,
         prefix: &str,
         fence: Fence,
-        timeout: Duration,
     ) -> Result<(Self, Snapshot), EtcdError> {
         let keys = Keys::new(prefix);
-        let mut kv = client.kv_client();
-        let within = |d| move |_| EtcdError::Timeout(d);
-        let head: Head = match tokio::time::timeout(timeout, kv.get(keys.head.clone(), None))
-            .await
-            .map_err(within(timeout))??
-            .kvs()
-            .first()
-        {
-            Some(kv) => parse(&keys.head, kv.value())?,
+        // Reads: safe to send again, on any member.
+        let get = |key: String, options: Option<GetOptions>| {
+            endpoints.call(Call::safe(), move |mut c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.get(key, options).await }
+            })
+        };
+        let head_resp = get(keys.head.clone(), None).await?;
+        let head_value = head_resp.kvs().first().map(|kv| kv.value().to_vec());
+        let head: Head = match &head_value {
+            Some(v) => parse(&keys.head, v)?,
             None => Head::default(),
         };
         let mut holds = BTreeMap::new();
         if head.chunks > 0 {
             let generation = keys.generation(head.generation);
-            let resp = tokio::time::timeout(
-                timeout,
-                kv.get(generation.clone(), Some(GetOptions::new().with_prefix())),
-            )
-            .await
-            .map_err(within(timeout))??;
+            let resp = get(generation.clone(), Some(GetOptions::new().with_prefix())).await?;
             if resp.kvs().len() != head.chunks {
                 return Err(EtcdError::Corrupt {
                     key: generation,
@@ -257,19 +258,15 @@ impl EtcdJournal {
         let mut seq = head.seq;
         // Every batch after the head, in order, with its parts.
         let from = keys.entry(head.seq + 1);
-        let resp = tokio::time::timeout(
-            timeout,
-            kv.get(
-                from,
-                Some(
-                    GetOptions::new()
-                        .with_range(range_end(&keys.log))
-                        .with_sort(SortTarget::Key, SortOrder::Ascend),
-                ),
+        let resp = get(
+            from,
+            Some(
+                GetOptions::new()
+                    .with_range(range_end(&keys.log))
+                    .with_sort(SortTarget::Key, SortOrder::Ascend),
             ),
         )
-        .await
-        .map_err(within(timeout))??;
+        .await?;
         let mut parts: BTreeMap<u64, Vec<Batch>> = BTreeMap::new();
         let mut entries: BTreeMap<u64, Batch> = BTreeMap::new();
         for kv in resp.kvs() {
@@ -327,19 +324,24 @@ impl EtcdJournal {
             })
             .collect();
         let journal = Self {
-            client,
+            endpoints: endpoints.clone(),
             keys,
             fence,
             runtime: tokio::runtime::Handle::current(),
-            timeout,
+            head: head_value,
             seq,
             since_compaction: 0,
             holds,
             ceiling,
         };
         if !orphans.is_empty() {
+            // Not sent again once it may have reached etcd: a copy applied
+            // late (by a member that was frozen) could delete the parts of
+            // the batch this term writes under the same number. Failing
+            // here ends the term instead; the next one has another fence,
+            // which the late copy fails.
             journal
-                .guarded(orphans)
+                .guarded_with(Call::once(), orphans)
                 .await
                 .map_err(|e| EtcdError::Fenced(e.to_string()))?;
         }
@@ -416,53 +418,130 @@ impl EtcdJournal {
             .await?;
             chunks += 1;
         }
-        let head = Head {
+        let head = encode(&Head {
             generation,
             chunks,
             seq: self.seq,
             ceiling: self.ceiling,
-        };
-        self.guarded(vec![
-            TxnOp::put(self.keys.head.clone(), encode(&head)?, None),
-            // Batches up to and including seq (their parts sort among them).
-            TxnOp::delete(
-                self.keys.log.clone(),
-                Some(DeleteOptions::new().with_range(self.keys.entry(self.seq + 1))),
-            ),
-            // Older generations.
-            TxnOp::delete(
-                self.keys.snap.clone(),
-                Some(DeleteOptions::new().with_range(self.keys.generation(generation))),
-            ),
-            // Newer ones (left by an earlier primary that died mid-way).
-            TxnOp::delete(
-                self.keys.generation(generation + 1),
-                Some(DeleteOptions::new().with_range(range_end(&self.keys.snap))),
-            ),
-        ])
+        })?;
+        self.move_head(
+            head,
+            vec![
+                // Batches up to and including seq (their parts sort among them).
+                TxnOp::delete(
+                    self.keys.log.clone(),
+                    Some(DeleteOptions::new().with_range(self.keys.entry(self.seq + 1))),
+                ),
+                // Older generations.
+                TxnOp::delete(
+                    self.keys.snap.clone(),
+                    Some(DeleteOptions::new().with_range(self.keys.generation(generation))),
+                ),
+                // Newer ones (left by an earlier primary that died mid-way).
+                TxnOp::delete(
+                    self.keys.generation(generation + 1),
+                    Some(DeleteOptions::new().with_range(range_end(&self.keys.snap))),
+                ),
+            ],
+        )
         .await?;
         self.since_compaction = 0;
         Ok(())
     }
 
     /// One transaction, applied only while the fence holds.
+    ///
+    /// Sent again on another member if an attempt fails, even one that may
+    /// have been applied: every guarded write puts keys that only this term
+    /// writes, each always with the same value (batch `seq`, its parts, a
+    /// snapshot chunk), so applying it twice is applying it once, and one
+    /// applied late by a member that was frozen only writes what is already
+    /// there or (once compacted away) a key that restore ignores and the
+    /// next compaction deletes. A deposed primary's copy fails the fence.
+    /// The one write that is not like this, the head, goes through
+    /// [`move_head`](Self::move_head).
     async fn guarded(&self, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+        self.guarded_with(Call::safe(), ops).await
+    }
+
+    /// [`guarded`](Self::guarded), sent again as `call` says.
+    async fn guarded_with(&self, call: Call, ops: Vec<TxnOp>) -> Result<(), StoreError> {
         let txn = Txn::new().when([self.fence.compare()]).and_then(ops);
-        let mut kv = self.client.kv_client();
-        let resp = tokio::time::timeout(self.timeout, kv.txn(txn))
-            .await
-            .map_err(|_| {
-                StoreError::Database(format!("etcd did not answer within {:?}", self.timeout))
-            })?
-            .map_err(|e| StoreError::Database(format!("etcd: {e}")))?;
+        let resp = self.send(call, txn).await?;
         if resp.succeeded() {
             Ok(())
         } else {
-            Err(StoreError::Fenced(format!(
-                "{} no longer has create revision {}: another primary was elected",
-                self.fence.key, self.fence.create_revision
-            )))
+            Err(self.fenced())
         }
+    }
+
+    /// Moves the head to `head` and applies `ops`, only while the fence
+    /// holds and the head is still the one this journal last saw. That
+    /// second guard makes it safe to send again: a copy applied late (by a
+    /// member that was frozen) after a later compaction finds another head
+    /// and changes nothing, and an attempt that was applied before its
+    /// answer was lost is recognised by the head it left.
+    async fn move_head(&mut self, head: Vec<u8>, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+        let key = self.keys.head.clone();
+        let unchanged = match &self.head {
+            Some(v) => Compare::value(key.clone(), CompareOp::Equal, v.clone()),
+            None => Compare::version(key.clone(), CompareOp::Equal, 0),
+        };
+        let mut all = vec![TxnOp::put(key.clone(), head.clone(), None)];
+        all.extend(ops);
+        let txn = Txn::new()
+            .when([self.fence.compare(), unchanged])
+            .and_then(all)
+            .or_else([
+                TxnOp::get(self.fence.key.clone(), None),
+                TxnOp::get(key, None),
+            ]);
+        let resp = self.send(Call::safe(), txn).await?;
+        if !resp.succeeded() {
+            let values: Vec<Option<(i64, Vec<u8>)>> = resp
+                .op_responses()
+                .into_iter()
+                .map(|r| match r {
+                    TxnOpResponse::Get(g) => g
+                        .kvs()
+                        .first()
+                        .map(|kv| (kv.create_revision(), kv.value().to_vec())),
+                    _ => None,
+                })
+                .collect();
+            let fence_holds = matches!(values.first(), Some(Some((rev, _))) if *rev == self.fence.create_revision);
+            if !fence_holds {
+                return Err(self.fenced());
+            }
+            let applied = matches!(values.get(1), Some(Some((_, v))) if *v == head);
+            if !applied {
+                return Err(StoreError::Database(format!(
+                    "the journal's head {} changed under the primary",
+                    self.keys.head
+                )));
+            }
+        }
+        self.head = Some(head);
+        Ok(())
+    }
+
+    /// Sends one transaction through [`Endpoints`], on another member if an
+    /// attempt fails as `call` allows.
+    async fn send(&self, call: Call, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.endpoints
+            .call(call, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))
+    }
+
+    fn fenced(&self) -> StoreError {
+        StoreError::Fenced(format!(
+            "{} no longer has create revision {}: another primary was elected",
+            self.fence.key, self.fence.create_revision
+        ))
     }
 }
 

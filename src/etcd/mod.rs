@@ -10,15 +10,19 @@
 //! - [`cluster`]: the [`Engine`](crate::engine::Engine) a gateway serves:
 //!   the primary's engine, or the forwarding one.
 //! - [`compaction`]: compacting etcd's history while primary.
+//! - [`endpoints`]: the members of the etcd cluster and the rotation over
+//!   them, which every etcd request goes through.
 //! - [`config`], [`error`]: the connection options and failures.
 
 pub mod cluster;
 pub mod compaction;
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod journal;
 pub mod primary;
 
 pub use cluster::ClusterEngine;
 pub use config::EtcdConfig;
+pub use endpoints::Endpoints;
 pub use error::EtcdError;

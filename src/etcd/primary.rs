@@ -18,13 +18,15 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::{
-    Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{error::EtcdError, journal::Fence};
+use super::{
+    endpoints::{Call, Endpoints},
+    error::EtcdError,
+    journal::Fence,
+};
 
 /// Who is primary now, as etcd says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +40,9 @@ pub struct Primary {
 /// The election of one cluster of gateways.
 #[derive(Clone)]
 pub struct Election {
-    client: Client,
+    endpoints: Endpoints,
     key: String,
     ttl_secs: i64,
-    timeout: Duration,
 }
 
 /// This gateway's term as primary.
@@ -108,13 +109,13 @@ fn lock(m: &Mutex<Instant>) -> std::sync::MutexGuard<'_, Instant> {
 }
 
 impl Election {
-    /// The election under `prefix`, with leases of `ttl_secs`.
-    pub fn new(client: Client, prefix: &str, ttl_secs: u64, timeout: Duration) -> Self {
+    /// The election under `prefix`, with leases of `ttl_secs`, talking to
+    /// etcd through `endpoints`.
+    pub fn new(endpoints: Endpoints, prefix: &str, ttl_secs: u64) -> Self {
         Self {
-            client,
+            endpoints,
             key: format!("{prefix}primary"),
             ttl_secs: ttl_secs.max(1) as i64,
-            timeout,
         }
     }
 
@@ -123,19 +124,16 @@ impl Election {
         &self.key
     }
 
-    async fn timed<T>(
-        &self,
-        f: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        Ok(tokio::time::timeout(self.timeout, f)
-            .await
-            .map_err(|_| EtcdError::Timeout(self.timeout))??)
-    }
-
     /// The primary now, if there is one, and the revision of the answer.
     pub async fn current(&self) -> Result<(Option<Primary>, i64), EtcdError> {
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(self.key.clone(), None)).await?;
+        // A read: safe to send again, on any member.
+        let resp = self
+            .endpoints
+            .call(Call::safe(), |mut c| {
+                let key = self.key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let primary = resp.kvs().first().map(|kv| Primary {
             url: String::from_utf8_lossy(kv.value()).into_owned(),
@@ -145,44 +143,42 @@ impl Election {
     }
 
     /// Waits until the primary's key changes after `revision` (deleted, or
-    /// created by a new term), or `cancel`.
+    /// created by a new term), or `cancel`. The watch moves to another
+    /// member if the one it is on goes, from the same revision, so no
+    /// change is missed.
     pub async fn changed_after(
         &self,
         revision: i64,
         cancel: &CancellationToken,
     ) -> Result<(), EtcdError> {
-        let mut watch = self.client.watch_client();
-        let mut stream = self
-            .timed(watch.watch(
-                self.key.clone(),
-                Some(WatchOptions::new().with_start_revision(revision + 1)),
-            ))
-            .await?;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                msg = stream.message() => match msg? {
-                    Some(resp) if resp.canceled() => {
-                        return Err(EtcdError::WatchLost(resp.cancel_reason().to_owned()));
-                    }
-                    Some(resp) if !resp.events().is_empty() => return Ok(()),
-                    Some(_) => {}
-                    None => return Err(EtcdError::WatchLost("the watch stream closed".into())),
-                },
-            }
+        let mut watch = self
+            .endpoints
+            .watch(self.key.clone(), WatchOptions::new(), revision + 1);
+        tokio::select! {
+            () = cancel.cancelled() => Ok(()),
+            events = watch.next() => events.map(|_| ()),
         }
     }
 
     /// Tries once to become primary with `url`. `None`: another gateway is
     /// primary (the caller watches and tries again when its key goes).
     pub async fn try_win(&self, url: &str) -> Result<Option<Leadership>, EtcdError> {
-        let mut lease = self.client.lease_client();
-        let granted = self.timed(lease.grant(self.ttl_secs, None)).await?;
-        // The lease may lapse from the moment etcd granted it: count from
-        // before the request was sent.
-        let sent = Instant::now();
+        // Sending a grant again after its answer was lost leaves a lease
+        // nobody uses; nothing is attached to it and it lapses after its
+        // ttl. So it is safe to retry.
+        let (sent, granted) = self
+            .endpoints
+            .call(Call::safe(), |mut c| {
+                let ttl = self.ttl_secs;
+                async move {
+                    // The lease may lapse from the moment etcd granted it:
+                    // count from before this attempt was sent.
+                    let sent = Instant::now();
+                    Ok((sent, c.lease_grant(ttl, None).await?))
+                }
+            })
+            .await?;
         let id = granted.id();
-        let mut kv = self.client.kv_client();
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key.clone(),
@@ -195,29 +191,51 @@ impl Election {
                 Some(PutOptions::new().with_lease(id)),
             )])
             .or_else([TxnOp::get(self.key.clone(), None)]);
-        let resp = self.timed(kv.txn(txn)).await?;
-        if !resp.succeeded() {
-            let _ = self.timed(lease.revoke(id)).await;
-            return Ok(None);
-        }
-        let create_revision = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                TxnOpResponse::Put(p) => p.header().map(|h| h.revision()),
-                _ => None,
+        // Safe to send again: if an earlier attempt created the key, this
+        // one fails its compare and reads the key, which is then on our own
+        // lease (a lease is one process's alone): we won, with that key's
+        // create revision. Nothing is written twice.
+        let resp = self
+            .endpoints
+            .call(Call::safe(), |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
             })
-            .or_else(|| resp.header().map(|h| h.revision()))
-            .unwrap_or_default();
+            .await?;
+        let create_revision = if resp.succeeded() {
+            resp.op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Put(p) => p.header().map(|h| h.revision()),
+                    _ => None,
+                })
+                .or_else(|| resp.header().map(|h| h.revision()))
+                .unwrap_or_default()
+        } else {
+            let ours = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .filter(|kv| kv.lease() == id)
+                    .map(|kv| kv.create_revision()),
+                _ => None,
+            });
+            match ours {
+                Some(rev) => rev,
+                None => {
+                    self.revoke(id).await.ok();
+                    return Ok(None);
+                }
+            }
+        };
         let lost = CancellationToken::new();
-        let deadline = Arc::new(Mutex::new(
-            sent + Duration::from_secs(granted.ttl().max(1) as u64),
-        ));
+        let ttl = Duration::from_secs(granted.ttl().max(1) as u64);
+        let deadline = Arc::new(Mutex::new(sent + ttl));
         tokio::spawn(keep_alive(
-            self.client.clone(),
+            self.endpoints.clone(),
             id,
+            ttl,
             deadline.clone(),
-            self.timeout,
             lost.clone(),
         ));
         tracing::info!(key = %self.key, %url, term = create_revision, "elected primary");
@@ -232,12 +250,32 @@ impl Election {
         }))
     }
 
+    /// Revokes `lease`. Safe to send again: a second revoke finds the lease
+    /// gone, which is what was wanted.
+    async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        match self
+            .endpoints
+            .call(
+                Call::safe(),
+                |mut c| async move { c.lease_revoke(lease).await },
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(EtcdError::Client(etcd_client::Error::GRpcStatus(s)))
+                if s.code() == tonic::Code::NotFound =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Ends a term at once: the key goes with its lease, and another
     /// gateway may win without waiting for the lease to lapse.
     pub async fn resign(&self, leadership: &Leadership) {
         leadership.lost.cancel();
-        let mut lease = self.client.lease_client();
-        if let Err(e) = self.timed(lease.revoke(leadership.lease)).await {
+        if let Err(e) = self.revoke(leadership.lease).await {
             tracing::warn!(error = %e, "could not revoke the primary's lease; it lapses by itself");
         }
     }
@@ -245,61 +283,66 @@ impl Election {
 
 /// Keeps the primary's lease alive until `lost` is cancelled, and cancels
 /// `lost` as soon as the lease may have lapsed.
+///
+/// Each renewal is one keep-alive request and its answer, sent through
+/// [`Endpoints`] like any other request: a member that is down or frozen
+/// costs one short attempt (a quarter of the lease's ttl at most) and the
+/// renewal goes on at another member, well before the lease may lapse.
+/// Sending a keep-alive again is safe: it only moves the lease's expiry to
+/// a full ttl after etcd handles it, and this process counts its deadline
+/// from when it sent the attempt that was answered, so a late or repeated
+/// one can only make etcd's expiry later than the one counted here.
 async fn keep_alive(
-    client: Client,
+    endpoints: Endpoints,
     lease: i64,
+    ttl: Duration,
     shared: Arc<Mutex<Instant>>,
-    timeout: Duration,
     lost: CancellationToken,
 ) {
     let mut deadline = *lock(&shared);
-    let mut leases = client.lease_client();
-    let opened = tokio::time::timeout(timeout, leases.keep_alive(lease)).await;
-    let (mut keeper, mut stream) = match opened {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot keep the primary's lease alive");
-            lost.cancel();
-            return;
-        }
-        Err(_) => {
-            tracing::warn!("cannot keep the primary's lease alive: etcd did not answer");
-            lost.cancel();
-            return;
-        }
-    };
+    let attempt = endpoints
+        .attempt_timeout()
+        .min((ttl / 4).max(Duration::from_millis(100)));
     loop {
         // Renew at a third of what is left, as etcd's own client does.
         let left = deadline.saturating_duration_since(Instant::now());
         let next = Instant::now() + left / 3;
         tokio::select! {
             () = lost.cancelled() => return,
-            () = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(lease, "the primary's lease may have lapsed; stepping down");
-                lost.cancel();
-                return;
-            }
             () = tokio::time::sleep_until(next) => {}
         }
-        let sent = Instant::now();
-        if keeper.keep_alive().await.is_err() {
-            continue;
-        }
+        let renew = endpoints.call(
+            Call {
+                deadline: Some(deadline),
+                attempt_timeout: Some(attempt),
+                ..Call::safe()
+            },
+            |mut c| async move {
+                let sent = Instant::now();
+                // Opening the stream sends one keep-alive and reads its
+                // answer (the crate checks it): the lease was renewed to
+                // its full ttl, or it is gone.
+                match c.lease_keep_alive(lease).await {
+                    Ok(_) => Ok((sent, true)),
+                    Err(etcd_client::Error::LeaseKeepAliveError(m))
+                        if m.contains("lease not found") =>
+                    {
+                        Ok((sent, false))
+                    }
+                    Err(e) => Err(e),
+                }
+            },
+        );
         let answer = tokio::select! {
             () = lost.cancelled() => return,
-            () = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(lease, "the primary's lease may have lapsed; stepping down");
-                lost.cancel();
-                return;
-            }
-            answer = stream.message() => answer,
+            a = renew => a,
         };
         match answer {
-            Ok(Some(resp)) if resp.ttl() > 0 => {
-                deadline = sent + Duration::from_secs(resp.ttl() as u64);
+            Ok((sent, true)) => {
+                deadline = sent + ttl;
                 *lock(&shared) = deadline;
             }
-            Ok(Some(_)) => {
+            Ok(_) => {
                 tracing::warn!(
                     lease,
                     "etcd says the primary's lease is gone; stepping down"
@@ -307,21 +350,10 @@ async fn keep_alive(
                 lost.cancel();
                 return;
             }
-            Ok(None) | Err(_) => {
-                // The stream broke: try to open another until the deadline.
-                match tokio::time::timeout(
-                    deadline.saturating_duration_since(Instant::now()),
-                    leases.keep_alive(lease),
-                )
-                .await
-                {
-                    Ok(Ok(pair)) => (keeper, stream) = pair,
-                    _ => {
-                        tracing::warn!(lease, "lost the primary's lease keep-alive; stepping down");
-                        lost.cancel();
-                        return;
-                    }
-                }
+            Err(e) => {
+                tracing::warn!(lease, error = %e, "could not renew the primary's lease before it may have lapsed; stepping down");
+                lost.cancel();
+                return;
             }
         }
     }

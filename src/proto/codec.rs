@@ -18,7 +18,7 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Bytes a call's encode and decode buffers start with: room for a few
 /// of baton's messages, which are all small but for `List` answers.
-pub const CALL_BUFFER_BYTES: usize = 512;
+pub const CALL_BUFFER_BYTES: usize = 128;
 
 /// Bytes encoded before a stream hands a chunk to the transport (tonic's
 /// default, kept).

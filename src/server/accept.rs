@@ -258,6 +258,16 @@ struct Conn {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The future of one request through the router, boxed. hyper runs every
+/// HTTP/2 stream as a task whose size is the larger of this future and the
+/// response body; unboxed, the router's future made each task about 900
+/// bytes, kept for the whole life of a wait stream although the future is
+/// done once the response head is out. Boxed, the allocation is freed then
+/// (BENCHMARKS.md, many waiters).
+type RouteFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send>,
+>;
+
 async fn serve_connection(c: Conn) {
     let within = c.limits.header_read_timeout;
     let (io, h2) = match c.tls {
@@ -288,19 +298,19 @@ async fn serve_connection(c: Conn) {
     let activity = Arc::new(activity);
     let app = c.app;
     let body_timeout = c.limits.body_read_timeout;
-    let service = tower::service_fn(move |req: Request<Incoming>| {
+    let service = tower::service_fn(move |req: Request<Incoming>| -> RouteFuture {
         let guard = InFlight::start(activity.clone());
         let app = app.clone();
-        async move {
+        Box::pin(async move {
             let req = req.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
             let response = app.oneshot(req).await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| {
+            Ok(response.map(|body| {
                 Body::new(Tracked {
                     inner: body,
                     _guard: guard,
                 })
             }))
-        }
+        })
     });
     let conn = c
         .builder

@@ -27,7 +27,7 @@ use prometheus_client::{
 use tonic::Code;
 
 use super::ServiceError;
-use crate::engine::EngineStats;
+use crate::engine::{EndpointStats, EngineStats};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -39,6 +39,20 @@ struct CallLabels {
     service: &'static str,
     method: &'static str,
     code: &'static str,
+}
+
+/// Labels of one etcd member's health gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// Labels of one etcd retry counter: the member a request failed on, and
+/// why it was tried again elsewhere.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    endpoint: String,
+    cause: &'static str,
 }
 
 /// Labels of one refusal counter: the call refused, why, and the token's
@@ -127,6 +141,8 @@ pub struct Metrics {
     waiters: Gauge<i64, AtomicI64>,
     open_streams: Gauge<i64, AtomicI64>,
     uptime_seconds: Gauge<i64, AtomicI64>,
+    endpoint_healthy: Family<EndpointLabels, Gauge<i64, AtomicI64>>,
+    endpoint_retries: Family<RetryLabels, Counter>,
 }
 
 impl Metrics {
@@ -188,7 +204,21 @@ impl Metrics {
             "Seconds since the server started",
             Gauge::clone(&uptime_seconds),
         );
+        let endpoint_healthy = Family::<EndpointLabels, Gauge<i64, AtomicI64>>::default();
+        let endpoint_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "etcd_endpoint_healthy",
+            "Whether an etcd member is in rotation (1) or out of it after failing, until it answers a probe again (0); etcd backend only",
+            endpoint_healthy.clone(),
+        );
+        registry.register(
+            "etcd_retries",
+            "etcd requests tried again on another member after failing on this one, by cause: connect (never sent), no_leader (refused), timeout and broken (may have reached it; only requests safe to repeat), watch (a watch reopened)",
+            endpoint_retries.clone(),
+        );
         Self {
+            endpoint_healthy,
+            endpoint_retries,
             registry,
             calls,
             refusals,
@@ -248,8 +278,32 @@ impl Metrics {
         }
     }
 
-    /// The metrics as OpenMetrics text, with the gauges set from `stats`.
-    pub fn render(&self, stats: &EngineStats, open_streams: usize, uptime: Duration) -> String {
+    /// The metrics as OpenMetrics text, with the gauges set from `stats`
+    /// and the etcd members' from `endpoints` (the backend counts; these
+    /// are copies of its counts as of now).
+    pub fn render(
+        &self,
+        stats: &EngineStats,
+        endpoints: &[EndpointStats],
+        open_streams: usize,
+        uptime: Duration,
+    ) -> String {
+        for e in endpoints {
+            self.endpoint_healthy
+                .get_or_create(&EndpointLabels {
+                    endpoint: e.endpoint.clone(),
+                })
+                .set(i64::from(e.healthy));
+            for &(cause, n) in &e.retries {
+                self.endpoint_retries
+                    .get_or_create(&RetryLabels {
+                        endpoint: e.endpoint.clone(),
+                        cause,
+                    })
+                    .inner()
+                    .store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.keys.set(gauge(stats.keys));
         self.entries.set(gauge(stats.entries));
@@ -345,7 +399,12 @@ mod tests {
         m.wait_started()
             .failed(&ServiceError::TimedOut("late".into()));
         drop(m.wait_started());
-        let text = m.render(&stats(), 4, Duration::from_secs(7));
+        let endpoints = [EndpointStats {
+            endpoint: "http://127.0.0.1:2379".into(),
+            healthy: false,
+            retries: vec![("connect", 3), ("timeout", 0)],
+        }];
+        let text = m.render(&stats(), &endpoints, 4, Duration::from_secs(7));
         for line in [
             r#"baton_calls_total{service="baton.v1.Lock",method="Renew",code="Ok"} 2"#,
             r#"baton_calls_total{service="baton.v1.Lock",method="Release",code="NotFound"} 1"#,
@@ -358,6 +417,9 @@ mod tests {
             "baton_waiters 1",
             "baton_open_streams 4",
             "baton_uptime_seconds 7",
+            r#"baton_etcd_endpoint_healthy{endpoint="http://127.0.0.1:2379"} 0"#,
+            r#"baton_etcd_retries_total{endpoint="http://127.0.0.1:2379",cause="connect"} 3"#,
+            r#"baton_etcd_retries_total{endpoint="http://127.0.0.1:2379",cause="timeout"} 0"#,
             "# EOF",
         ] {
             assert!(
@@ -383,7 +445,7 @@ mod tests {
         t.acquired();
         t.failed(&ServiceError::Unavailable("later".into()));
         drop(t);
-        let text = m.render(&stats(), 0, Duration::ZERO);
+        let text = m.render(&stats(), &[], 0, Duration::ZERO);
         assert!(
             text.contains(r#"baton_waits_total{outcome="acquired"} 1"#),
             "{text}"

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod election;
 pub mod error;
+pub mod guarded;
 pub mod lock;
 pub mod metrics;
 pub mod status;
@@ -184,9 +185,12 @@ impl Service {
     pub async fn metrics_text(&self) -> Result<String, ServiceError> {
         self.allow(Rpc::Metrics, "", |c| c.check_right(Right::Metrics))?;
         let stats = self.stats().await?;
-        Ok(self
-            .metrics
-            .render(&stats, self.open_streams(), self.uptime()))
+        Ok(self.metrics.render(
+            &stats,
+            &self.engine.endpoints(),
+            self.open_streams(),
+            self.uptime(),
+        ))
     }
 
     /// Runs one RPC's work and counts how it ended.
@@ -278,24 +282,14 @@ impl Service {
         stream: impl Stream<Item = Result<T, ServiceError>> + Send + 'static,
         permit: OwnedSemaphorePermit,
     ) -> ServiceStream<T> {
-        let shutdown = self.shutdown.clone();
         // A token a reload removed or changed ends its streams too.
-        let revoked = self.caller.revoked().cloned().unwrap_or_default();
-        let state = (Box::pin(stream), Some(permit));
-        Box::pin(futures::stream::unfold(state, move |(mut s, permit)| {
-            let shutdown = shutdown.clone();
-            let revoked = revoked.clone();
-            async move {
-                permit.as_ref()?;
-                tokio::select! {
-                    item = s.next() => item.map(|i| (i, (s, permit))),
-                    () = shutdown.cancelled() => Some((Err(shutting_down()), (s, None))),
-                    () = revoked.cancelled() => Some((Err(ServiceError::Unauthenticated(
-                        "the auth file was reloaded and this token was removed or changed: call again with a valid token".into(),
-                    )), (s, None))),
-                }
-            }
-        }))
+        let revoked = self.caller.revoked().map(|t| t.clone().cancelled_owned());
+        Box::pin(guarded::Guarded::new(
+            stream,
+            permit,
+            self.shutdown.clone().cancelled_owned(),
+            revoked,
+        ))
     }
 
     fn key(&self, what: &str, key: &str) -> Result<String, ServiceError> {

@@ -330,3 +330,246 @@ fn which(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// A real etcd cluster of several members on loopback, each on its own
+/// ports and data directory, killed (and its data removed) on drop. A
+/// member can be killed (`kill -9`) and started again, or frozen
+/// (`SIGSTOP`: it keeps accepting connections and never answers).
+pub struct EtcdCluster {
+    bin: PathBuf,
+    members: Vec<ClusterMember>,
+    initial: String,
+    token: String,
+}
+
+struct ClusterMember {
+    name: String,
+    url: String,
+    peer: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until each serves.
+    pub fn start(n: usize) -> Self {
+        let bin = which("etcd").unwrap_or_else(|| {
+            panic!(
+                "the etcd backend's tests need a real etcd: `etcd` is not on PATH. \
+                 Run scripts/install-test-deps.sh (it installs Debian's etcd-server)."
+            )
+        });
+        let members: Vec<ClusterMember> = (0..n)
+            .map(|i| ClusterMember {
+                name: format!("m{i}"),
+                url: format!("http://127.0.0.1:{}", free_port()),
+                peer: format!("http://127.0.0.1:{}", free_port()),
+                dir: tempfile::tempdir().expect("temp dir for etcd"),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            bin,
+            members,
+            initial,
+            token: format!("baton-test-{}", free_port()),
+        };
+        // A quorum is needed before any member serves: start them all,
+        // then wait.
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.path().join("etcd.log"))
+            .expect("etcd log");
+        let child = Command::new(&self.bin)
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(m.dir.path().join("data"))
+            .args(["--listen-client-urls", &m.url])
+            .args(["--advertise-client-urls", &m.url])
+            .args(["--listen-peer-urls", &m.peer])
+            .args(["--initial-advertise-peer-urls", &m.peer])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--initial-cluster-state", "new"])
+            // Quick elections, as in the one-member fixture.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let m = &self.members[i];
+        let addr = m.url.trim_start_matches("http://").to_owned();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if health(&addr) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "etcd member {} did not become healthy on {} (log: {})",
+            m.name,
+            m.url,
+            std::fs::read_to_string(m.dir.path().join("etcd.log")).unwrap_or_default()
+        );
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Member `i`'s client URL.
+    pub fn url(&self, i: usize) -> &str {
+        &self.members[i].url
+    }
+
+    /// Every member's client URL, comma-separated, for `--etcd-endpoints`.
+    pub fn urls(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills member `i` (`kill -9`); its data stays.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its ports and data after
+    /// [`kill`](Self::kill), and waits until it serves.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    /// Kills every member.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Starts every member again after [`kill_all`](Self::kill_all), and
+    /// waits until they serve.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to member `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        if let Some(c) = &self.members[i].child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The index of the member that is raft leader now, as the live
+    /// members say (10 s at most).
+    pub async fn leader(&self) -> usize {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                let Ok(Ok(mut c)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    etcd_client::Client::connect([m.url.as_str()], None),
+                )
+                .await
+                else {
+                    continue;
+                };
+                let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), c.status()).await
+                else {
+                    continue;
+                };
+                let leader = status.leader();
+                if leader == 0 {
+                    continue;
+                }
+                // Ask each member its id to find the leader's index.
+                for (j, other) in self.members.iter().enumerate() {
+                    if other.child.is_none() {
+                        continue;
+                    }
+                    let Ok(Ok(mut oc)) = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        etcd_client::Client::connect([other.url.as_str()], None),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    if let Ok(Ok(s)) =
+                        tokio::time::timeout(Duration::from_secs(1), oc.status()).await
+                        && s.header().map(|h| h.member_id()) == Some(leader)
+                    {
+                        return j;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no etcd member is leader");
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            // A frozen member must be thawed to die promptly.
+            self.signal(i, "CONT");
+            self.kill(i);
+        }
+    }
+}
+
+impl Server {
+    /// Starts `baton --backend etcd` over every member of `cluster`, under
+    /// `prefix`, with `extra` flags.
+    pub fn etcd_cluster(cluster: &EtcdCluster, prefix: &str, extra: &[&str]) -> Self {
+        let urls = cluster.urls();
+        let mut args = vec![
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            urls.as_str(),
+            "--etcd-prefix",
+            prefix,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+}
