@@ -372,6 +372,7 @@ impl LockTable {
     pub fn trim(&mut self) {
         shrink_if_sparse(&mut self.waiters);
         shrink_if_sparse(&mut self.key_of_index);
+        shrink_if_sparse(&mut self.delayed);
     }
 
     /// Takes what was produced since the last call.
