@@ -41,6 +41,7 @@
     EVENT_KIND_RELEASED: 'released',
     EVENT_KIND_EXPIRED: 'expired',
     EVENT_KIND_CANCELLED: 'cancelled',
+    EVENT_KIND_DELAY_ENDED: 'delay ended',
   };
 
   // ---------------------------------------------------------------- helpers
@@ -510,7 +511,8 @@
 
   function applyToRows(ev) {
     if (S.listState !== 'ready') return;
-    const inUse = Boolean(ev.holder) || num(ev.queueLength) > 0;
+    // A key in a lock-delay stays listed: nobody may take it yet.
+    const inUse = Boolean(ev.holder) || num(ev.queueLength) > 0 || num(ev.delayedUntilUnixMs) > clock.now();
     const row = S.rows.get(ev.key);
     if (!inUse) {
       S.rows.delete(ev.key);
@@ -862,9 +864,19 @@
     const d = S.detail || { queue: [] };
     const queue = Array.isArray(d.queue) ? d.queue : [];
     const h = d.holder;
-    sub.textContent = (h ? `Held · ${queue.length} waiting` : 'Free: nobody holds it') + outside;
+    const holders = Array.isArray(d.holders) ? d.holders : [];
+    const limit = num(d.limit);
+    const delayedUntil = num(d.delayedUntilUnixMs);
+    const held = limit > 1 ? `Semaphore · ${holders.length} of ${limit} held` : 'Held';
+    sub.textContent = (h ? `${held} · ${queue.length} waiting` : 'Free: nobody holds it') + outside;
 
     const parts = [];
+    if (delayedUntil && delayedUntil > clock.now()) {
+      // A hold with a lock-delay expired: nobody is granted the key before then.
+      parts.push(el('p', { class: 'state', id: 'lock-delay' },
+        el('strong', null, 'Lock-delay.'),
+        ` A hold expired; nobody new is granted this key until ${fmtDateTime(delayedUntil)}.`));
+    }
     if (h) {
       const ttl = num(h.ttlMs);
       parts.push(
@@ -886,6 +898,26 @@
       );
     } else {
       parts.push(el('p', { class: 'state' }, el('strong', null, 'Free.'), ' Nobody holds this lock and nobody is waiting for it.'));
+    }
+    if (holders.length > 1) {
+      // A semaphore's other holders, oldest first, each with its own token.
+      parts.push(
+        el('div', { class: 'queue', id: 'other-holders' },
+          el('h3', null, `Other holders (${holders.length - 1})`),
+          el('div', { class: 'table-wrap' },
+            el('table', { class: 'queue-table' },
+              el('thead', null, el('tr', null,
+                el('th', { scope: 'col' }, 'Value'),
+                el('th', { scope: 'col', class: 'num' }, 'Index'),
+                el('th', { scope: 'col', class: 'q-ttl' }, 'TTL'),
+                el('th', { scope: 'col' }, el('span', { class: 'sr-only' }, 'Actions')))),
+              el('tbody', null, ...holders.slice(1).map((o) =>
+                el('tr', { dataset: { index: o.index } },
+                  el('td', null, valueNode(o.value)),
+                  el('td', { class: 'num mono' }, o.index),
+                  el('td', { class: 'mono q-ttl' }, num(o.ttlMs) ? fmtDuration(num(o.ttlMs)) : '∞'),
+                  el('td', null, el('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', 'aria-label': `Release holder ${o.index}`, onclick: () => askRelease(key, o, true) }, 'Release…')))))))),
+      );
     }
 
     const qHead = el('h3', { id: 'queue-title' }, `Queue (${queue.length})`);

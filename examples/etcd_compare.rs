@@ -123,6 +123,7 @@ impl Conn {
                         value: String::new(),
                         ttl_ms: 10_000,
                         timeout_ms: None,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();

@@ -123,6 +123,9 @@ pub struct ServeArgs {
     /// Longest ttl, in seconds.
     #[arg(long, env = "BATON_MAX_TTL_SECS", default_value_t = ServiceLimits::default().max_ttl_ms / 1000)]
     pub max_ttl_secs: u64,
+    /// Longest lock-delay a request may ask for, in seconds.
+    #[arg(long, env = "BATON_MAX_LOCK_DELAY_SECS", default_value_t = ServiceLimits::default().max_lock_delay_ms / 1000)]
+    pub max_lock_delay_secs: u64,
     /// Open server streams (waits, watches, observes, blocking HTTP requests).
     #[arg(long, env = "BATON_MAX_STREAMS", default_value_t = ServiceLimits::default().max_streams)]
     pub max_streams: usize,
@@ -203,6 +206,7 @@ impl ServeArgs {
             max_value_bytes: self.max_value_bytes,
             max_ttl_ms: self.max_ttl_secs.saturating_mul(1000),
             max_streams: self.max_streams,
+            max_lock_delay_ms: self.max_lock_delay_secs.saturating_mul(1000),
         }
     }
 

@@ -182,6 +182,7 @@ async fn grpc_refuses_missing_unknown_and_out_of_bounds_tokens() {
                 name: "r".into(),
                 ttl_ms: 0,
                 timeout_ms: None,
+                ..Default::default()
             },
             Some(READER),
         ))
@@ -220,6 +221,44 @@ async fn grpc_refuses_missing_unknown_and_out_of_bounds_tokens() {
         .await,
         "no audit line for the reader's release"
     );
+}
+
+#[tokio::test]
+async fn check_is_a_read_refused_without_a_token_or_outside_the_prefixes() {
+    let a = start();
+    let mut c = a.server.lock().await;
+    let (_held, index) = hold(&mut c, "jobs/fenced", DEPLOYER).await;
+    let check = |key: &str, secret| {
+        let mut c = c.clone();
+        let message = pb::CheckRequest {
+            key: key.into(),
+            index,
+        };
+        async move {
+            c.check(req(message, secret))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    // The read right is enough: a resource server needs no write right.
+    assert!(
+        check("jobs/fenced", Some(READER))
+            .await
+            .expect("reader")
+            .current
+    );
+    assert!(
+        check("jobs/fenced", Some(DEPLOYER))
+            .await
+            .expect("deployer")
+            .current
+    );
+    let err = check("jobs/fenced", None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let err = check("other/fenced", Some(DEPLOYER)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = check("jobs/fenced", Some(PROM)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 }
 
 #[tokio::test]

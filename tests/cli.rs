@@ -1,5 +1,6 @@
-//! The client subcommands (`baton lock`, `elect`, `leader`, `observe`,
-//! `release`, `status`) run as processes against a real `baton` server.
+//! The client subcommands (`baton lock`, `elect`, `acquire`, `renew`,
+//! `check`, `leader`, `observe`, `release`, `status`) run as processes
+//! against a real `baton` server, with their exit codes.
 
 mod common;
 
@@ -195,7 +196,7 @@ fn timeout_on_a_held_lock_fails_with_a_message() {
 
     let start = Instant::now();
     let o = run(&server, &["lock", "held", "--timeout", "1", "--", "true"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(3), "not acquired exits 3");
     assert!(start.elapsed() < SOON, "took {:?}", start.elapsed());
     assert!(stderr(&o).contains("timed out"), "stderr: {}", stderr(&o));
     assert_eq!(
@@ -303,7 +304,7 @@ fn release_by_value_and_index_and_status_output() {
     assert_eq!(text, "lock \"st\"\nholder: none (free)\nqueue: empty\n");
 
     let o = run(&server, &["release", "st", "--index", "12345"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3), "no such entry exits 3");
     assert!(
         stderr(&o).contains("no entry with index 12345"),
         "{}",
@@ -381,4 +382,136 @@ fn unreachable_endpoint_fails_clearly() {
         .expect("run");
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     assert_eq!(stdout(&o), "none\n");
+}
+
+#[test]
+fn acquire_renew_check_and_release_from_a_script() {
+    let server = Server::memory();
+    // Acquire prints the index and exits 0; the hold outlives the process.
+    let o = run(
+        &server,
+        &["acquire", "cron/job", "--ttl", "30", "--value", "host-1"],
+    );
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let index: u64 = stdout(&o).trim().parse().expect("an index");
+    assert_eq!(holder(&server, "cron/job"), Some(index));
+    let i = index.to_string();
+
+    // Check: 0 while current.
+    let o = run(&server, &["check", "cron/job", "--index", &i]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).starts_with("current"), "{}", stdout(&o));
+
+    // Busy: --timeout 0 exits 3 at once; a timeout exits 3 too.
+    let o = run(&server, &["acquire", "cron/job", "--timeout", "0"]);
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("is held"), "{}", stderr(&o));
+    let o = run(&server, &["acquire", "cron/job", "--timeout", "0.3"]);
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // The same value re-acquires (renews) the hold at once.
+    let o = run(
+        &server,
+        &["acquire", "cron/job", "--value", "host-1", "--timeout", "0"],
+    );
+    assert_eq!(stdout(&o).trim(), i, "stderr: {}", stderr(&o));
+
+    // Renew by index and by value: 0; an unknown entry: 3.
+    let o = run(
+        &server,
+        &["renew", "cron/job", "--index", &i, "--ttl", "120"],
+    );
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let o = run(&server, &["renew", "cron/job", "--value", "host-1"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let o = run(&server, &["renew", "cron/job", "--index", "99999"]);
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no entry with index 99999"),
+        "{}",
+        stderr(&o)
+    );
+    // Neither --index nor --value: a usage error, not "not found".
+    let o = run(&server, &["renew", "cron/job"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_ne!(o.status.code(), Some(3));
+
+    // Released: the token is no longer current (3) and the lock is free.
+    let o = run(&server, &["release", "cron/job", "--index", &i]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let o = run(&server, &["check", "cron/job", "--index", &i]);
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).starts_with("not current"), "{}", stdout(&o));
+    assert_eq!(holder(&server, "cron/job"), None);
+
+    // A ttl hold ends by itself after its owner has exited.
+    let o = run(&server, &["acquire", "short", "--ttl", "0.5"]);
+    let short: u64 = stdout(&o).trim().parse().expect("an index");
+    let o = run(&server, &["acquire", "short", "--timeout", "20"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let next: u64 = stdout(&o).trim().parse().expect("an index");
+    assert!(next > short);
+
+    // Any other error exits 1: here a lock-delay over the server's cap.
+    let o = run(&server, &["acquire", "capped", "--lock-delay", "61"]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("lock_delay"), "{}", stderr(&o));
+}
+
+#[test]
+fn lock_takes_a_limit_for_a_semaphore() {
+    let server = Server::memory();
+    let a = run(&server, &["acquire", "pool", "--limit", "2", "--ttl", "30"]);
+    let b = run(&server, &["acquire", "pool", "--limit", "2", "--ttl", "30"]);
+    assert!(a.status.success() && b.status.success(), "{}", stderr(&b));
+    let (a, b) = (stdout(&a), stdout(&b));
+    // Both hold: both tokens are current.
+    for i in [a.trim(), b.trim()] {
+        let o = run(&server, &["check", "pool", "--index", i]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    }
+    // Full: a third waits, here not at all.
+    let o = run(
+        &server,
+        &[
+            "lock",
+            "pool",
+            "--limit",
+            "2",
+            "--timeout",
+            "0",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
+    // Another limit on a busy key: refused (1), naming the key's limit.
+    let o = run(&server, &["lock", "pool", "--limit", "3", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("limit 2"), "{}", stderr(&o));
+    let text = stdout(&run(&server, &["status", "pool"]));
+    assert!(
+        text.starts_with("semaphore \"pool\", limit 2\nholders: 2\n"),
+        "{text}"
+    );
+    // One leaves: the lock command runs with its own token, and its exit
+    // code is the command's.
+    let o = run(&server, &["release", "pool", "--index", a.trim()]);
+    assert!(o.status.success());
+    let o = run(
+        &server,
+        &[
+            "lock",
+            "pool",
+            "--limit",
+            "2",
+            "--lock-delay",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "exit 5",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5), "stderr: {}", stderr(&o));
 }

@@ -458,3 +458,86 @@ async fn thousands_of_holds_on_one_connection_all_succeed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semaphore_guard_check_and_detach() {
+    let server = Server::memory();
+    let c = client(&server).await;
+    let a = c.lock("sem").limit(2).acquire().await.expect("first");
+    let b = c.lock("sem").limit(2).acquire().await.expect("second");
+    assert_ne!(a.index(), b.index());
+    let status = c.status("sem").await.expect("status");
+    assert_eq!(status.limit, 2);
+    let holders: Vec<u64> = status.holders.iter().map(|h| h.index).collect();
+    assert_eq!(holders, vec![a.index(), b.index()]);
+    assert_eq!(status.holder.map(|h| h.index), Some(a.index()));
+
+    // Full: a third does not get in at once; another limit is refused.
+    let busy = c
+        .lock("sem")
+        .limit(2)
+        .timeout(Duration::ZERO)
+        .acquire()
+        .await;
+    assert!(matches!(busy, Err(ClientError::Timeout { .. })), "{busy:?}");
+    let other = c.lock("sem").limit(3).acquire().await;
+    match other {
+        Err(ClientError::LimitMismatch(m)) => assert!(m.contains("limit 2"), "{m}"),
+        other => panic!("expected a limit mismatch, got {other:?}"),
+    }
+
+    // Check: both tokens current; after a release, that one is not.
+    assert!(c.check("sem", a.index()).await.expect("check").current);
+    let gone = a.index();
+    a.release().await.expect("release");
+    let check = c.check("sem", gone).await.expect("check");
+    assert!(!check.current);
+    assert_eq!(
+        check.holders.iter().map(|h| h.index).collect::<Vec<_>>(),
+        vec![b.index()]
+    );
+
+    // A detached guard stops renewing but leaves the hold in place.
+    let index = b.detach();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(c.check("sem", index).await.expect("check").current);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_delay_holds_off_the_next_holder_after_an_expiry() {
+    let server = Server::memory();
+    let c = client(&server).await;
+    let first = c
+        .lock("ld")
+        .ttl(Duration::from_millis(300))
+        .lock_delay(Duration::from_millis(1200))
+        .acquire()
+        .await
+        .expect("acquire");
+    let deadline = c
+        .status("ld")
+        .await
+        .expect("status")
+        .holder
+        .and_then(|h| h.deadline)
+        .expect("a deadline");
+    assert_eq!(
+        c.status("ld").await.expect("status").holders[0].lock_delay,
+        Some(Duration::from_millis(1200))
+    );
+    // Let the hold expire: detach stops the renewals.
+    first.detach();
+    let next = c.lock("ld").acquire().await.expect("next");
+    let granted = c
+        .status("ld")
+        .await
+        .expect("status")
+        .holder
+        .expect("held")
+        .acquired_at;
+    assert!(
+        granted >= deadline + Duration::from_millis(1200),
+        "granted inside the delay"
+    );
+    drop(next);
+}

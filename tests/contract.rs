@@ -113,6 +113,9 @@ contract_tests!(
     watch_reports_every_kind_of_change,
     indexes_increase_across_keys,
     unknown_entries_are_not_found_and_touch_nothing,
+    a_semaphore_holds_up_to_its_limit_and_hands_over_in_order,
+    a_lock_delay_follows_an_expiry_and_never_a_release,
+    check_says_whether_a_fencing_token_is_current,
 );
 
 async fn queue_len(c: &mut LockClient<Channel>, key: &str) -> usize {
@@ -416,6 +419,7 @@ async fn election_campaign_observe_resign(backend: Backend) {
                 name: name.into(),
                 ttl_ms: 0,
                 timeout_ms: None,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -470,6 +474,7 @@ async fn election_campaign_observe_resign(backend: Backend) {
             name: String::new(),
             ttl_ms: 0,
             timeout_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -661,6 +666,7 @@ async fn campaign(server: &Server, election: &str, name: &str) -> Streaming<pb::
         name: name.into(),
         ttl_ms: 0,
         timeout_ms: None,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -866,4 +872,223 @@ async fn unknown_entries_are_not_found_and_touch_nothing(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert_eq!(holder_index(&mut c, "nf").await, Some(index));
+}
+
+fn sem_req(key: &str, ttl_ms: u64, limit: u32, lock_delay_ms: u64) -> pb::WaitRequest {
+    pb::WaitRequest {
+        limit,
+        lock_delay_ms,
+        ..wait_req(key, "", ttl_ms, None)
+    }
+}
+
+async fn acquired(s: &mut Streaming<pb::WaitEvent>) -> pb::Acquired {
+    match next_event(s).await.expect("an event") {
+        wait_event::Event::Acquired(a) => a,
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+async fn a_semaphore_holds_up_to_its_limit_and_hands_over_in_order(backend: Backend) {
+    let server = backend.start(&[]);
+    let mut c = server.lock().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = c.wait(sem_req("sem", 0, 3, 0)).await.unwrap().into_inner();
+        let a = acquired(&mut s).await;
+        held.push((s, a.index));
+    }
+    let mut fourth = c.wait(sem_req("sem", 0, 3, 0)).await.unwrap().into_inner();
+    let q4 = common::queued(&mut fourth).await;
+    let mut fifth = c.wait(sem_req("sem", 0, 3, 0)).await.unwrap().into_inner();
+    let q5 = common::queued(&mut fifth).await;
+    assert_eq!((q4.position, q5.position), (1, 2));
+    assert_eq!(
+        q4.holder.map(|h| h.index),
+        Some(held[0].1),
+        "the oldest holder"
+    );
+
+    let got = view(&mut c, "sem").await;
+    let holders: Vec<u64> = got.holders.iter().map(|h| h.index).collect();
+    assert_eq!(holders, vec![held[0].1, held[1].1, held[2].1]);
+    assert_eq!(got.holder.map(|h| h.index), Some(held[0].1));
+    assert_eq!((got.limit, got.queue.len()), (3, 2));
+
+    // Another limit while the key has entries: refused, naming the limit.
+    for other in [1, 0, 4] {
+        let err = c.wait(sem_req("sem", 0, other, 0)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("limit 3"), "{}", err.message());
+    }
+    // A lock (limit 1) refuses a semaphore request the same way.
+    let (_l, _) = acquire(&mut c, "plain", "", 0).await;
+    let err = c.wait(sem_req("plain", 0, 2, 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // The middle holder leaves: the first queued entry holds at once, with
+    // its own index; the next one moves up.
+    release(&mut c, "sem", held[1].1).await;
+    let a4 = acquired(&mut fourth).await;
+    assert_eq!(a4.index, q4.index);
+    let holders: Vec<u64> = view(&mut c, "sem")
+        .await
+        .holders
+        .iter()
+        .map(|h| h.index)
+        .collect();
+    assert_eq!(holders, vec![held[0].1, held[2].1, q4.index]);
+    // Each holder renews on its own.
+    let r = c
+        .renew(pb::RenewRequest {
+            key: "sem".into(),
+            target: Some(renew_request::Target::Index(held[2].1)),
+            ttl_ms: 60_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.held);
+    let got = view(&mut c, "sem").await;
+    assert_eq!(got.holders[1].ttl_ms, 60_000);
+    assert_eq!(got.holders[0].ttl_ms, 0);
+}
+
+async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend) {
+    let server = backend.start(&["--max-lock-delay-secs", "5"]);
+    let mut c = server.lock().await;
+    // Over the cap: refused.
+    let err = c.wait(sem_req("d", 300, 1, 5_001)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("lock_delay"), "{}", err.message());
+
+    let mut events = watch(&mut c, "d", false).await;
+    let mut first = c
+        .wait(sem_req("d", 300, 1, 1_500))
+        .await
+        .unwrap()
+        .into_inner();
+    let a1 = acquired(&mut first).await;
+    let mut w = server.lock().await;
+    let mut second = w
+        .wait(sem_req("d", 10_000, 1, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    common::queued(&mut second).await;
+    let until = a1.deadline_unix_ms + 1_500;
+
+    // The holder expires: the key is granted to nobody until deadline +
+    // delay, and the watchers are told when that is.
+    loop {
+        let e = next_lock_event(&mut events).await;
+        if e.kind == pb::EventKind::Expired as i32 {
+            assert_eq!(e.index, a1.index);
+            assert_eq!(e.delayed_until_unix_ms, until);
+            assert!(e.holder.is_none(), "{e:?}");
+            break;
+        }
+    }
+    let got = view(&mut c, "d").await;
+    if got.holder.is_none() {
+        // Still in the delay when the server answered.
+        assert_eq!(got.delayed_until_unix_ms, until);
+        let err = c.wait(wait_req("d", "", 0, Some(0))).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    }
+    let a2 = acquired(&mut second).await;
+    // Watchers hear the delay end, then the grant it let through.
+    let e = next_lock_event(&mut events).await;
+    assert_eq!(
+        (e.kind, e.index, e.at_unix_ms, e.delayed_until_unix_ms),
+        (pb::EventKind::DelayEnded as i32, a1.index, until, 0)
+    );
+    let e = next_lock_event(&mut events).await;
+    assert_eq!(
+        (e.kind, e.index),
+        (pb::EventKind::Acquired as i32, a2.index)
+    );
+    let granted_at = a2.deadline_unix_ms - a2.ttl_ms;
+    assert!(
+        granted_at >= until,
+        "granted {} ms before the delay ended",
+        until - granted_at
+    );
+    assert_eq!(view(&mut c, "d").await.delayed_until_unix_ms, 0);
+
+    // A release ends a hold with a lock-delay at once: the next waiter is
+    // granted without waiting out the delay (5 s here, past the bound
+    // below).
+    let mut third = c
+        .wait(sem_req("r", 300, 1, 5_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let a3 = acquired(&mut third).await;
+    let mut fourth = w.wait(sem_req("r", 0, 1, 0)).await.unwrap().into_inner();
+    common::queued(&mut fourth).await;
+    let released = Instant::now();
+    release(&mut c, "r", a3.index).await;
+    acquired(&mut fourth).await;
+    assert!(released.elapsed() < Duration::from_secs(5));
+}
+
+async fn check_says_whether_a_fencing_token_is_current(backend: Backend) {
+    let server = backend.start(&[]);
+    let mut c = server.lock().await;
+    let check = |index| pb::CheckRequest {
+        key: "fence".into(),
+        index,
+    };
+    // A key never used: nobody is current.
+    let r = c.check(check(1)).await.unwrap().into_inner();
+    assert!(!r.current && r.holders.is_empty());
+
+    let mut s1 = c
+        .wait(sem_req("fence", 0, 2, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let i1 = acquired(&mut s1).await.index;
+    let mut s2 = c
+        .wait(sem_req("fence", 0, 2, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let i2 = acquired(&mut s2).await.index;
+    let mut s3 = c
+        .wait(sem_req("fence", 0, 2, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let i3 = common::queued(&mut s3).await.index;
+    for (index, current) in [(i1, true), (i2, true), (i3, false), (i3 + 100, false)] {
+        let r = c.check(check(index)).await.unwrap().into_inner();
+        assert_eq!(r.current, current, "index {index}");
+        let holders: Vec<u64> = r.holders.iter().map(|h| h.index).collect();
+        assert_eq!(holders, vec![i1, i2]);
+    }
+    release(&mut c, "fence", i1).await;
+    acquired(&mut s3).await;
+    assert!(!c.check(check(i1)).await.unwrap().into_inner().current);
+    assert!(c.check(check(i3)).await.unwrap().into_inner().current);
+
+    // The JSON gateway: POST /v1/lock/check, status 200 either way.
+    let body = format!(r#"{{"key":"fence","index":"{i1}"}}"#);
+    let r = common::curl(
+        &server.addr,
+        &["-X", "POST", "-d", &body, "http://ADDR/v1/lock/check"],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    // proto3 JSON leaves out a false bool.
+    assert!(!v["current"].as_bool().unwrap_or(false), "{}", r.body);
+    let body = format!(r#"{{"key":"fence","index":"{i3}"}}"#);
+    let r = common::curl(
+        &server.addr,
+        &["-X", "POST", "-d", &body, "http://ADDR/v1/lock/check"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["current"], serde_json::json!(true), "{}", r.body);
+    assert_eq!(v["holders"].as_array().map(Vec::len), Some(2), "{}", r.body);
 }

@@ -77,6 +77,7 @@ async fn worker(
                         value: String::new(),
                         ttl_ms,
                         timeout_ms: Some(0),
+                        ..Default::default()
                     })
                     .await;
                 let Ok(mut s) = r else { return };
@@ -251,6 +252,7 @@ async fn acknowledged_state_survives_kill_dash_nine() {
             value: String::new(),
             ttl_ms: 0,
             timeout_ms: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -273,6 +275,7 @@ async fn a_deadline_keeps_counting_while_the_server_is_down() {
             value: "v".into(),
             ttl_ms: 3000,
             timeout_ms: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -390,6 +393,7 @@ async fn released_space_is_reclaimed() {
                                     value: "x".repeat(200),
                                     ttl_ms: 60_000,
                                     timeout_ms: Some(0),
+                                    ..Default::default()
                                 })
                                 .await
                                 .unwrap()
@@ -435,4 +439,82 @@ async fn released_space_is_reclaimed() {
         .unwrap()
         .into_inner();
     assert!(list.keys.is_empty());
+}
+
+/// Wall-clock Unix milliseconds, as the server stamps deadlines.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_delay_survives_kill_dash_nine() {
+    const DELAY: u64 = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let mut server = Server::start(&["--data-dir", &data]);
+    let mut c = server.lock().await;
+    let mut s = c
+        .wait(pb::WaitRequest {
+            key: "ld".into(),
+            ttl_ms: 300,
+            lock_delay_ms: DELAY,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = match s.message().await.unwrap().unwrap().event {
+        Some(wait_event::Event::Acquired(a)) => a.deadline_unix_ms,
+        other => panic!("{other:?}"),
+    };
+    let until = deadline + DELAY;
+    // The hold expires while the server runs; the delay starts.
+    let started = Instant::now();
+    loop {
+        let got = common::view(&mut c, "ld").await;
+        if got.holder.is_none() {
+            assert_eq!(got.delayed_until_unix_ms, until);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    server.kill();
+    let server = Server::start(&["--data-dir", &data]);
+    let mut c = server.lock().await;
+    let before = wall_ms();
+    let got = common::view(&mut c, "ld").await;
+    if before < until {
+        assert_eq!(
+            got.delayed_until_unix_ms, until,
+            "the delay was lost: {got:?}"
+        );
+        assert!(got.holder.is_none());
+    }
+    let mut w = c
+        .wait(pb::WaitRequest {
+            key: "ld".into(),
+            ttl_ms: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        match w.message().await.unwrap().unwrap().event {
+            Some(wait_event::Event::Queued(_)) => {}
+            Some(wait_event::Event::Acquired(a)) => {
+                let granted_at = a.deadline_unix_ms - a.ttl_ms;
+                assert!(
+                    granted_at >= until,
+                    "granted {} ms before the delay ended",
+                    until - granted_at
+                );
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -25,6 +25,8 @@ fn spec(key: &str, value: Option<String>, ttl_ms: u64, timeout_ms: Option<u64>) 
         value,
         ttl_ms,
         timeout_ms,
+        limit: 1,
+        lock_delay_ms: 0,
     }
 }
 

@@ -94,6 +94,8 @@ fn spec(key: &str) -> AcquireSpec {
         value: None,
         ttl_ms: 60_000,
         timeout_ms: None,
+        limit: 1,
+        lock_delay_ms: 0,
     }
 }
 

@@ -329,6 +329,7 @@ async fn campaign(server: &Server, name: &str, ttl_ms: u64) -> Streaming<pb::Cam
         name: name.into(),
         ttl_ms,
         timeout_ms: None,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -478,4 +479,64 @@ async fn etcd_dump(etcd: &Etcd, prefix: &str) -> String {
         ));
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_delay_survives_the_primary_being_killed() {
+    const DELAY: u64 = 8_000;
+    let etcd = Etcd::start();
+    let (mut p, f) = Server::etcd_pair(&etcd, "/delay/", &["--etcd-primary-ttl-secs", "2"]);
+    let mut cf = f.lock().await;
+    let mut s = wait(
+        &mut cf,
+        pb::WaitRequest {
+            lock_delay_ms: DELAY,
+            ..wait_req("ld", "", 300, None)
+        },
+    )
+    .await;
+    let deadline = match next_event(&mut s).await.unwrap() {
+        pb::wait_event::Event::Acquired(a) => a.deadline_unix_ms,
+        other => panic!("{other:?}"),
+    };
+    let until = deadline + DELAY;
+    let started = Instant::now();
+    loop {
+        let got = view(&mut cf, "ld").await;
+        if got.holder.is_none() {
+            assert_eq!(got.delayed_until_unix_ms, until);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    p.kill();
+    common::etcd::wait_for_role(&f, "primary");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let got = view(&mut cf, "ld").await;
+    if before < until {
+        assert_eq!(
+            got.delayed_until_unix_ms, until,
+            "the delay was lost: {got:?}"
+        );
+    }
+    let mut w = wait(&mut cf, wait_req("ld", "", 10_000, None)).await;
+    loop {
+        match next_event(&mut w).await.unwrap() {
+            pb::wait_event::Event::Queued(_) => {}
+            pb::wait_event::Event::Acquired(a) => {
+                let granted_at = a.deadline_unix_ms - a.ttl_ms;
+                assert!(
+                    granted_at >= until,
+                    "granted {} ms before the delay ended",
+                    until - granted_at
+                );
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

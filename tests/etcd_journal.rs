@@ -44,6 +44,8 @@ fn held(index: u64, key: &str, value: Option<String>) -> HeldRecord {
         ttl_ms: 60_000,
         acquired_at: 1_000 + index,
         deadline: Some(61_000 + index),
+        limit: 1,
+        lock_delay_ms: 0,
     }
 }
 

@@ -352,6 +352,7 @@ fn campaigns(server: &Server, stop: CancellationToken) -> tokio::task::JoinHandl
                 name: name.clone(),
                 ttl_ms: 30_000,
                 timeout_ms: Some(0),
+                ..Default::default()
             });
             let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), campaign).await
             else {

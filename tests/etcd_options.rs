@@ -17,6 +17,7 @@ fn wait_req(key: &str, ttl_ms: u64) -> pb::WaitRequest {
         value: String::new(),
         ttl_ms,
         timeout_ms: None,
+        ..Default::default()
     }
 }
 

@@ -76,6 +76,7 @@ async fn never_two_holders_across_three_gateways() {
                         // leaves a hold nobody releases; its ttl ends it.
                         ttl_ms: HOLD_TTL_MS,
                         timeout_ms,
+                        ..Default::default()
                     })
                     .await
                 {

@@ -87,6 +87,7 @@ const ROUTES: &[&str] = &[
     "/v1/lock/renew",
     "/v1/lock/release",
     "/v1/lock/get",
+    "/v1/lock/check",
     "/v1/lock/list",
     "/v1/lock/watch",
     "/v1/election/campaign",

@@ -184,7 +184,7 @@ fn every_openapi_path_is_served() {
     assert_eq!(r.status, 200);
     let doc = json(&r.body);
     let paths = doc["paths"].as_object().expect("paths");
-    assert_eq!(paths.len(), 12);
+    assert_eq!(paths.len(), 13);
     for path in paths.keys() {
         // An empty request: every RPC answers in JSON (an error for a
         // missing key), never the router's bare 404.

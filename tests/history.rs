@@ -94,6 +94,7 @@ async fn client(id: usize, url: Url, history: Arc<History>, stop: CancellationTo
                     value: String::new(),
                     ttl_ms,
                     timeout_ms,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

@@ -36,6 +36,8 @@ fn spec(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) -> Acquire
         value: (!value.is_empty()).then(|| value.into()),
         ttl_ms,
         timeout_ms,
+        limit: 1,
+        lock_delay_ms: 0,
     }
 }
 

@@ -402,6 +402,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     value: value.map(|v| format!("v{v}")),
                     ttl_ms: *ttl,
                     timeout_ms: *timeout,
+                    limit: 1,
+                    lock_delay_ms: 0,
                 };
                 let got = table.acquire(spec.clone(), now);
                 let want = model.acquire(&spec, now);
@@ -565,6 +567,8 @@ fn abandoned_requests_leave_no_trace(
                     value: value.map(|v| format!("ghost{v}")),
                     ttl_ms: ttl,
                     timeout_ms: None,
+                    limit: 1,
+                    lock_delay_ms: 0,
                 };
                 if let Ok((ghost, _)) = with_ghosts.acquire(spec, now) {
                     with_ghosts.withdraw(ghost, Departure::Uninformed, now);
@@ -583,6 +587,8 @@ fn abandoned_requests_leave_no_trace(
                     value: value.map(|v| format!("v{v}")),
                     ttl_ms: *ttl,
                     timeout_ms: *timeout,
+                    limit: 1,
+                    lock_delay_ms: 0,
                 };
                 let a = plain.acquire(spec.clone(), now).map(|(w, _)| w);
                 let b = with_ghosts.acquire(spec, now).map(|(w, _)| w);

@@ -149,10 +149,10 @@ for svc in baton.v1.Lock baton.v1.Election baton.v1.Status grpc.health.v1.Health
 done
 
 g "$TMP/lockmethods" "$ADDR" list baton.v1.Lock
-if [ "$(sort "$TMP/lockmethods" | tr '\n' ' ')" = "baton.v1.Lock.Get baton.v1.Lock.List baton.v1.Lock.Release baton.v1.Lock.Renew baton.v1.Lock.Wait baton.v1.Lock.Watch " ]; then
-  pass "baton.v1.Lock has Wait, Renew, Release, Get, List, Watch"
+if [ "$(sort "$TMP/lockmethods" | tr '\n' ' ')" = "baton.v1.Lock.Check baton.v1.Lock.Get baton.v1.Lock.List baton.v1.Lock.Release baton.v1.Lock.Renew baton.v1.Lock.Wait baton.v1.Lock.Watch " ]; then
+  pass "baton.v1.Lock has Wait, Renew, Release, Get, List, Watch, Check"
 else
-  fail "baton.v1.Lock has Wait, Renew, Release, Get, List, Watch" "$TMP/lockmethods"
+  fail "baton.v1.Lock has Wait, Renew, Release, Get, List, Watch, Check" "$TMP/lockmethods"
 fi
 g "$TMP/elecmethods" "$ADDR" list baton.v1.Election
 if [ "$(sort "$TMP/elecmethods" | tr '\n' ' ')" = "baton.v1.Election.Campaign baton.v1.Election.Leader baton.v1.Election.List baton.v1.Election.Observe baton.v1.Election.Resign " ]; then
@@ -189,6 +189,13 @@ fi
 g "$TMP/get" -d '{"key":"grpcurl/a"}' "$ADDR" baton.v1.Lock/Get
 check "Get shows the holder" "$TMP/get" \
   "m[0]['key'] == 'grpcurl/a' and m[0]['holder']['index'] == '$IDX' and m[0]['holder']['value'] == 'alice' and 0 < int(m[0]['holder']['remainingMs']) <= 60000 and 'queue' not in m[0]"
+
+g "$TMP/check" -d "{\"key\":\"grpcurl/a\",\"index\":$IDX}" "$ADDR" baton.v1.Lock/Check
+check "Check says the holder's token is current" "$TMP/check" \
+  "m[0]['current'] is True and m[0]['holders'][0]['index'] == '$IDX'"
+g "$TMP/check-stale" -d "{\"key\":\"grpcurl/a\",\"index\":1}" "$ADDR" baton.v1.Lock/Check
+check "Check says another token is not current" "$TMP/check-stale" \
+  "'current' not in m[0] and m[0]['holders'][0]['index'] == '$IDX'"
 
 g "$TMP/renew-i" -d "{\"key\":\"grpcurl/a\",\"index\":$IDX,\"ttl_ms\":30000}" "$ADDR" baton.v1.Lock/Renew; rc=$?
 check_rc "Renew by index succeeds" "$TMP/renew-i" 0 $rc

@@ -64,6 +64,13 @@ class LockAborted extends BatonError {
     this.name = 'LockAborted';
   }
 }
+/** The key is in use with another limit (semaphore or lock); `details` names it. */
+class LimitMismatch extends BatonError {
+  constructor(...args) {
+    super(...args);
+    this.name = 'LimitMismatch';
+  }
+}
 /** No entry matches the index, value or name given. */
 class NotFound extends BatonError {
   constructor(...args) {
@@ -94,6 +101,9 @@ function wrap(err, what) {
   const code = typeof err.code === 'number' ? err.code : null;
   const details = err.details || err.message;
   const message = `${what}: ${code === null ? 'error' : statusName(code)}: ${details}`;
+  if (code === grpc.status.FAILED_PRECONDITION && String(details).startsWith('limit mismatch')) {
+    return new LimitMismatch(message, code, details);
+  }
   switch (code) {
     case grpc.status.DEADLINE_EXCEEDED:
     case grpc.status.FAILED_PRECONDITION:
@@ -127,6 +137,18 @@ function leaderFrom(resp) {
     ttlMs: Number(l.ttlMs),
     electedUnixMs: Number(l.electedUnixMs),
     deadlineUnixMs: Number(l.deadlineUnixMs),
+  };
+}
+
+/** A holder from a Get or Check answer, with numbers as numbers and the index a BigInt. */
+function holderFrom(h) {
+  return {
+    index: BigInt(h.index),
+    value: h.value,
+    ttlMs: Number(h.ttlMs),
+    acquiredUnixMs: Number(h.acquiredUnixMs),
+    deadlineUnixMs: Number(h.deadlineUnixMs),
+    lockDelayMs: Number(h.lockDelayMs),
   };
 }
 
@@ -297,10 +319,18 @@ class Lock extends Hold {
   constructor(client, key, opts = {}) {
     super(client, key, opts, 'acquired');
     this.value = opts.value || '';
+    this.limit = opts.limit || 1;
+    this._lockDelayMs = toMs(opts.lockDelay || 0, 'lockDelay');
   }
 
   _open() {
-    const req = { key: this.key, value: this.value, ttlMs: this._ttlMs };
+    const req = {
+      key: this.key,
+      value: this.value,
+      ttlMs: this._ttlMs,
+      limit: this.limit,
+      lockDelayMs: this._lockDelayMs,
+    };
     if (this._timeoutMs !== null) req.timeoutMs = this._timeoutMs;
     return this._client._lock.Wait(req);
   }
@@ -327,10 +357,11 @@ class Campaign extends Hold {
     super(client, election, opts, 'elected');
     this.election = election;
     this.name = name;
+    this._lockDelayMs = toMs(opts.lockDelay || 0, 'lockDelay');
   }
 
   _open() {
-    const req = { election: this.election, name: this.name, ttlMs: this._ttlMs };
+    const req = { election: this.election, name: this.name, ttlMs: this._ttlMs, lockDelayMs: this._lockDelayMs };
     if (this._timeoutMs !== null) req.timeoutMs = this._timeoutMs;
     return this._client._election.Campaign(req);
   }
@@ -493,7 +524,11 @@ class Client {
    * Acquires a lock on `key` and resolves to a held Lock.
    * opts: ttl (seconds, default 30, 0 = never expires), value (requests with
    * the same non-empty value share an entry), timeout (null = forever, 0 =
-   * only if free now, N seconds), renew (default true: renew every ttl/3).
+   * only if free now, N seconds), renew (default true: renew every ttl/3),
+   * limit (up to this many holders at once: a semaphore; the key's first
+   * entry fixes it, another rejects with LimitMismatch), lockDelay (seconds
+   * nobody else is granted the key after this hold expires; a release ends
+   * it without delay).
    */
   lock(key, opts = {}) {
     return new Lock(this, key, opts).acquire();
@@ -509,9 +544,23 @@ class Client {
     }
   }
 
-  /** The raw GetResponse for `key` (holder, queue). */
+  /** The raw GetResponse for `key` (holder, holders, queue, limit, delayedUntilUnixMs). */
   get(key) {
     return this._unary(this._lock, 'Get', { key }, `get ${JSON.stringify(key)}`);
+  }
+
+  /**
+   * Whether `index` (a fencing token) holds `key` now, so a resource can
+   * refuse a stale holder's write: resolves to {current, holders}.
+   */
+  async check(key, index) {
+    const resp = await this._unary(
+      this._lock,
+      'Check',
+      { key, index: String(index) },
+      `check ${JSON.stringify(key)} index ${index}`,
+    );
+    return { current: Boolean(resp.current), holders: (resp.holders || []).map(holderFrom) };
   }
 
   /** Campaigns as `name` in `election`; resolves to a Campaign once elected. Same opts as lock(). */
@@ -549,6 +598,7 @@ module.exports = {
   BatonError,
   LockTimeout,
   LockAborted,
+  LimitMismatch,
   NotFound,
   Unauthenticated,
   PermissionDenied,

@@ -318,6 +318,33 @@ describe('baton dashboard in headless Chromium', { timeout: 240000 }, () => {
     });
   });
 
+  it('shows a semaphore\'s holders and a running lock-delay', async () => {
+    const wait = (body) => {
+      const p = curlInBackground(['-N', '-X', 'POST', `${base}/v1/lock/wait`, '-d', JSON.stringify(body)]);
+      background.push(p);
+    };
+    wait({ key: 'e2e-sem', value: 'a', ttlMs: '60000', limit: 2 });
+    wait({ key: 'e2e-sem', value: 'b', ttlMs: '60000', limit: 2 });
+    await until('the semaphore in the list', (r) => document.querySelector(r) !== null, row('e2e-sem'));
+    await page.click(`${row('e2e-sem')} .keybtn`);
+    await until('both holders', () => /Semaphore · 2 of 2 held/.test(document.getElementById('detail-sub').textContent));
+    assert.equal(await text('#holder .holder-value'), 'a');
+    await until('the other holder', () => {
+      const tr = document.querySelector('#other-holders tbody tr');
+      return tr !== null && tr.textContent.includes('b');
+    });
+
+    // A hold with a 60 s lock-delay that expires after 0.3 s: the key is
+    // shown as delayed.
+    wait({ key: 'e2e-delay', value: 'gone', ttlMs: '300', lockDelayMs: '60000' });
+    await until('the delayed key in the list', (r) => document.querySelector(r) !== null, row('e2e-delay'));
+    await page.click(`${row('e2e-delay')} .keybtn`);
+    await until('the lock-delay notice', () => {
+      const n = document.getElementById('lock-delay');
+      return n !== null && /nobody new is granted/.test(n.textContent);
+    });
+  });
+
   it('logged no page errors (exceptions, CSP violations)', () => {
     assert.deepEqual(pageErrors, []);
   });

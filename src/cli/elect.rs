@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
 
-use super::{ClientArgs, fail, hold, human, parse_secs, signals::Signals};
+use super::{ClientArgs, fail, hold, human, not_acquired, parse_secs, signals::Signals};
 use crate::client::ClientError;
 
 /// `baton elect`: campaign, then run a command while leading.
@@ -23,6 +23,11 @@ pub struct ElectArgs {
     /// it, wait forever.
     #[arg(long, value_name = "S", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
+    /// Seconds nobody else is elected after this leadership expires (not
+    /// after a resign), so the old leader's in-flight writes drain first.
+    /// (An election has one leader: no --limit.)
+    #[arg(long, value_name = "S", value_parser = parse_secs)]
+    pub lock_delay: Option<Duration>,
     #[command(flatten)]
     pub client: ClientArgs,
     /// The command to run while leading, after `--`; it gets BATON_INDEX
@@ -48,16 +53,19 @@ pub(super) async fn run(args: ElectArgs) -> ExitCode {
     if let Some(timeout) = args.timeout {
         campaign = campaign.timeout(timeout);
     }
+    if let Some(delay) = args.lock_delay {
+        campaign = campaign.lock_delay(delay);
+    }
     let leadership = tokio::select! {
         got = campaign.elected() => match got {
             Ok(l) => l,
             Err(ClientError::Timeout { timeout, .. }) if timeout.is_zero() => {
-                return fail(format_args!(
+                return not_acquired(format_args!(
                     "{:?} has a leader (timed out at once: --timeout 0)", args.election
                 ));
             }
             Err(ClientError::Timeout { timeout, .. }) => {
-                return fail(format_args!(
+                return not_acquired(format_args!(
                     "timed out after {} waiting to lead {:?}", human(timeout), args.election
                 ));
             }

@@ -1,18 +1,25 @@
-//! The client subcommands of the `baton` binary: `lock`, `elect`, `leader`,
-//! `observe`, `release` and `status`, each a thin layer over
-//! [`crate::client`] talking gRPC to `--endpoint`.
+//! The client subcommands of the `baton` binary: `lock`, `elect`,
+//! `acquire`, `renew`, `release`, `check`, `leader`, `observe` and
+//! `status`, each a thin layer over [`crate::client`] talking gRPC to
+//! `--endpoint`.
 //!
-//! Exit codes: 0 on success; 1 when baton says no (timeout, not found,
-//! unreachable, lock lost); with a command, the command's own exit code
-//! (128 + N if it died of signal N; 127 if it could not be started); 128 + N
-//! when interrupted by signal N while waiting.
+//! Exit codes, so scripts can branch on them: 0 done; 3 not acquired
+//! (busy with `--timeout 0`, timed out), no such entry (`renew`,
+//! `release`) or not current (`check`); 1 any other error (unreachable,
+//! refused, bad flags, lock lost), with one line on stderr; with a command,
+//! the command's own exit code (128 + N if it died of signal N; 127 if it
+//! could not be started); 128 + N when interrupted by signal N while
+//! waiting.
 
+mod acquire;
+mod check;
 mod elect;
 mod hold;
 mod leader;
 mod lock;
 mod observe;
 mod release;
+mod renew;
 mod signals;
 mod status;
 
@@ -26,11 +33,14 @@ use clap::{Args, Subcommand};
 
 use crate::client::{Client, ClientError, DEFAULT_ENDPOINT};
 
+pub use acquire::AcquireArgs;
+pub use check::CheckArgs;
 pub use elect::ElectArgs;
 pub use leader::LeaderArgs;
-pub use lock::LockArgs;
+pub use lock::{LockArgs, LockRequest};
 pub use observe::ObserveArgs;
 pub use release::ReleaseArgs;
+pub use renew::RenewArgs;
 pub use status::StatusArgs;
 
 /// The client subcommands (flattened into [`crate::config::Command`]).
@@ -42,6 +52,13 @@ pub enum ClientCommand {
     /// Campaign in an election, then run a command while leading (or, without
     /// a command, print the index and lead until interrupted).
     Elect(ElectArgs),
+    /// Acquire a lock, print its index and exit, leaving the hold to live
+    /// by its ttl (exit 3 if not acquired).
+    Acquire(AcquireArgs),
+    /// Renew an entry by index or value (exit 3 if there is none).
+    Renew(RenewArgs),
+    /// Exit 0 if an index (fencing token) holds a lock now, 3 if not.
+    Check(CheckArgs),
     /// Print an election's leader (`none` if nobody leads).
     Leader(LeaderArgs),
     /// Print an election's leader, then a line for each change.
@@ -105,6 +122,9 @@ pub async fn run(command: ClientCommand) -> ExitCode {
     match command {
         ClientCommand::Lock(args) => lock::run(args).await,
         ClientCommand::Elect(args) => elect::run(args).await,
+        ClientCommand::Acquire(args) => acquire::run(args).await,
+        ClientCommand::Renew(args) => renew::run(args).await,
+        ClientCommand::Check(args) => check::run(args).await,
         ClientCommand::Leader(args) => leader::run(args).await,
         ClientCommand::Observe(args) => observe::run(args).await,
         ClientCommand::Release(args) => release::run(args).await,
@@ -112,13 +132,22 @@ pub async fn run(command: ClientCommand) -> ExitCode {
     }
 }
 
-/// Baton said no, or could not be asked.
+/// Any error but "not acquired": unreachable, refused, bad input, lost.
 const FAILURE: u8 = 1;
+
+/// Not acquired (busy, timed out), no such entry, or not current.
+const NOT_ACQUIRED: u8 = 3;
 
 /// Prints `baton: MESSAGE` on stderr and returns the failure exit code.
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("baton: {message}");
     ExitCode::from(FAILURE)
+}
+
+/// Prints `baton: MESSAGE` on stderr and returns exit code 3.
+fn not_acquired(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("baton: {message}");
+    ExitCode::from(NOT_ACQUIRED)
 }
 
 /// Writes lines to stdout, flushing them at once (so pipes see each as it

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{ClientArgs, fail, print_lines};
+use super::{ClientArgs, fail, not_acquired, print_lines};
 use crate::client::{ClientError, Entry};
 
 /// `baton release`: remove an entry from a lock's queue.
@@ -45,7 +45,7 @@ pub(super) async fn run(args: ReleaseArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(ClientError::NotFound(_)) => {
-            fail(format_args!("{:?} has no entry with {which}", args.key))
+            not_acquired(format_args!("{:?} has no entry with {which}", args.key))
         }
         Err(e) => fail(format_args!(
             "cannot release {which} of {:?}: {e}",

@@ -41,9 +41,25 @@ pub(super) async fn run(args: StatusArgs) -> ExitCode {
 /// ```
 fn render(status: &LockStatus, now: SystemTime) -> Vec<String> {
     let mut lines = vec![format!("lock {:?}", status.key)];
-    match &status.holder {
-        Some(h) => lines.push(format!("holder: {}", holder(h, now))),
-        None => lines.push("holder: none (free)".into()),
+    if status.limit > 1 {
+        lines[0] = format!("semaphore {:?}, limit {}", status.key, status.limit);
+        lines.push(format!("holders: {}", status.holders.len()));
+        for (i, h) in status.holders.iter().enumerate() {
+            lines.push(format!("  {}. {}", i + 1, holder(h, now)));
+        }
+    } else {
+        match &status.holder {
+            Some(h) => lines.push(format!("holder: {}", holder(h, now))),
+            None => lines.push("holder: none (free)".into()),
+        }
+    }
+    if let Some(until) = status.delayed_until
+        && let Ok(left) = until.duration_since(now)
+    {
+        lines.push(format!(
+            "lock-delay: a hold expired; nobody is granted for {}",
+            human(left)
+        ));
     }
     if status.queue.is_empty() {
         lines.push("queue: empty".into());
@@ -110,6 +126,7 @@ mod tests {
                 acquired_at: at(100),
                 deadline: Some(at(160)),
                 remaining: Some(Duration::from_secs(42)),
+                lock_delay: None,
             }),
             queue: vec![Waiting {
                 index: 9,
@@ -118,6 +135,9 @@ mod tests {
                 queued_at: at(110),
                 waiters: 2,
             }],
+            holders: vec![],
+            limit: 1,
+            delayed_until: None,
         };
         assert_eq!(
             render(&status, at(118)),
@@ -132,10 +152,18 @@ mod tests {
             key: "k".into(),
             holder: None,
             queue: vec![],
+            holders: vec![],
+            limit: 0,
+            delayed_until: Some(at(5)),
         };
         assert_eq!(
             render(&free, at(0)),
-            ["lock \"k\"", "holder: none (free)", "queue: empty"]
+            [
+                "lock \"k\"",
+                "holder: none (free)",
+                "lock-delay: a hold expired; nobody is granted for 5s",
+                "queue: empty"
+            ]
         );
     }
 }

@@ -35,9 +35,17 @@ pub struct CampaignBuilder {
     name: String,
     ttl: Duration,
     timeout: Option<Duration>,
+    lock_delay: Duration,
 }
 
 impl CampaignBuilder {
+    /// Lock-delay: if this leadership is lost by expiry, nobody is elected
+    /// until `delay` after its deadline (see [`LockBuilder::lock_delay`](super::LockBuilder::lock_delay)).
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
     /// How long the leadership lasts without a renew (default 60 s). The
     /// handle renews every third of it; zero means it never expires.
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -72,12 +80,14 @@ impl CampaignBuilder {
             joinable: true,
         };
         let ttl_ms = millis("ttl", self.ttl)?;
+        let lock_delay_ms = millis("lock_delay", self.lock_delay)?;
         let hold = hold::acquire(&self.client, want, |_, mut election, timeout_ms| {
             let req = pb::CampaignRequest {
                 election: self.election.clone(),
                 name: self.name.clone(),
                 ttl_ms,
                 timeout_ms,
+                lock_delay_ms,
             };
             async move {
                 let stream = election.campaign(req).await?.into_inner();
@@ -252,6 +262,7 @@ impl Client {
             name: name.into(),
             ttl: DEFAULT_TTL,
             timeout: None,
+            lock_delay: Duration::ZERO,
         }
     }
 

@@ -82,6 +82,10 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// The key is a semaphore (or a lock) with another limit than the
+    /// request's, while it has entries.
+    #[error("limit mismatch: {0}")]
+    LimitMismatch(String),
     /// No entry matches the index, value or name.
     #[error("not found: {0}")]
     NotFound(String),
@@ -136,6 +140,9 @@ impl ClientError {
         timeout: Option<Duration>,
     ) -> Self {
         match status.code() {
+            Code::FailedPrecondition if status.message().starts_with("limit mismatch") => {
+                Self::LimitMismatch(status.message().to_owned())
+            }
             Code::DeadlineExceeded | Code::FailedPrecondition => Self::Timeout {
                 key: key.to_owned(),
                 timeout: timeout.unwrap_or_default(),

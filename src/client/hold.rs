@@ -294,6 +294,14 @@ impl Hold {
         }
     }
 
+    /// Stops the keeper without releasing: the hold lives on by its ttl,
+    /// for whoever renews or releases it by index or value later.
+    pub(crate) fn detach(mut self) -> u64 {
+        self.done = true;
+        self.stop.cancel();
+        self.index
+    }
+
     /// Stops the keeper and releases the entry by its index.
     pub(crate) async fn release(mut self) -> Result<(), ClientError> {
         self.done = true;

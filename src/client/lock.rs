@@ -33,9 +33,29 @@ pub struct LockBuilder {
     value: String,
     ttl: Duration,
     timeout: Option<Duration>,
+    limit: u32,
+    lock_delay: Duration,
 }
 
 impl LockBuilder {
+    /// Makes the key a semaphore: up to `limit` holders at once, each with
+    /// its own index (default 1, a lock). The key's first entry fixes the
+    /// limit; another limit while it has entries fails with
+    /// [`ClientError::LimitMismatch`].
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Lock-delay: if this hold is lost by expiry (this process hung or
+    /// died), nobody else is granted the key until `delay` after its
+    /// deadline, so writes still in flight drain first. A release ends the
+    /// hold without delay. The server caps it (`--max-lock-delay-secs`).
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
     /// How long the hold lasts without a renew (default 60 s). The guard
     /// renews every third of it; zero means the hold never expires (and is
     /// never renewed).
@@ -84,12 +104,15 @@ impl LockBuilder {
             joinable: !self.value.is_empty(),
         };
         let ttl_ms = super::error::millis("ttl", self.ttl)?;
+        let lock_delay_ms = super::error::millis("lock_delay", self.lock_delay)?;
         let hold = hold::acquire(&self.client, want, |mut lock, _, timeout_ms| {
             let req = pb::WaitRequest {
                 key: self.key.clone(),
                 value: self.value.clone(),
                 ttl_ms,
                 timeout_ms,
+                limit: self.limit,
+                lock_delay_ms,
             };
             async move {
                 let stream = lock.wait(req).await?.into_inner();
@@ -202,6 +225,14 @@ impl LockGuard {
     pub async fn release(self) -> Result<(), ClientError> {
         self.hold.release().await
     }
+
+    /// Stops renewing and lets go of the guard without releasing: the hold
+    /// lives on by its ttl (forever with ttl 0), to be renewed or released
+    /// later by index or value, e.g. by another process (`baton acquire`
+    /// then `baton renew` / `baton release`). Returns the index.
+    pub fn detach(self) -> u64 {
+        self.hold.detach()
+    }
 }
 
 /// Which entry of a lock's queue to renew or release.
@@ -227,10 +258,27 @@ pub struct Released {
 pub struct LockStatus {
     /// The lock's key.
     pub key: String,
-    /// The holder, if the lock is held.
+    /// The oldest holder, if the lock is held.
     pub holder: Option<Holder>,
-    /// The entries waiting behind the holder, in the order they will acquire.
+    /// Every holder in grant order (more than one only for a semaphore).
+    pub holders: Vec<Holder>,
+    /// The entries waiting behind the holders, in the order they will
+    /// acquire.
     pub queue: Vec<Waiting>,
+    /// How many may hold at once; 0 when the key is not in use.
+    pub limit: u32,
+    /// While a lock-delay runs (a hold with one expired), when it ends
+    /// (server clock).
+    pub delayed_until: Option<SystemTime>,
+}
+
+/// What [`Client::check`] found about a fencing token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenCheck {
+    /// Whether the index is one of the key's holders now.
+    pub current: bool,
+    /// The key's holders now, in grant order.
+    pub holders: Vec<Holder>,
 }
 
 /// The entry holding a lock.
@@ -249,6 +297,8 @@ pub struct Holder {
     /// How long it had left when the server answered; `None` if it never
     /// expires.
     pub remaining: Option<Duration>,
+    /// The lock-delay that applies if it expires; `None` for none.
+    pub lock_delay: Option<Duration>,
 }
 
 /// An entry waiting for a lock.
@@ -285,6 +335,7 @@ impl From<pb::Holder> for Holder {
             acquired_at: unix_ms(h.acquired_unix_ms),
             deadline: (h.deadline_unix_ms > 0).then(|| unix_ms(h.deadline_unix_ms)),
             remaining: (h.ttl_ms > 0).then(|| Duration::from_millis(h.remaining_ms)),
+            lock_delay: nonzero_ms(h.lock_delay_ms),
         }
     }
 }
@@ -344,6 +395,8 @@ impl Client {
             value: String::new(),
             ttl: DEFAULT_TTL,
             timeout: None,
+            limit: 1,
+            lock_delay: Duration::ZERO,
         }
     }
 
@@ -371,7 +424,44 @@ impl Client {
         Ok(LockStatus {
             key: r.key,
             holder: r.holder.map(Holder::from),
+            holders: r.holders.into_iter().map(Holder::from).collect(),
             queue: r.queue.into_iter().map(Waiting::from).collect(),
+            limit: r.limit,
+            delayed_until: (r.delayed_until_unix_ms > 0).then(|| unix_ms(r.delayed_until_unix_ms)),
+        })
+    }
+
+    /// Whether `index` is one of `key`'s holders now: a resource handed a
+    /// fencing token asks this before it applies a write (Chubby's
+    /// CheckSequencer). Needs only the read right.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: baton::client::Client) -> Result<(), baton::client::ClientError> {
+    /// if !client.check("customer1", 42).await?.current {
+    ///     println!("stale token: refuse the write");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn check(
+        &self,
+        key: impl Into<String>,
+        index: u64,
+    ) -> Result<TokenCheck, ClientError> {
+        let key = key.into();
+        let r = self
+            .unary(|mut lock, _| {
+                let req = pb::CheckRequest {
+                    key: key.clone(),
+                    index,
+                };
+                async move { lock.check(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(TokenCheck {
+            current: r.current,
+            holders: r.holders.into_iter().map(Holder::from).collect(),
         })
     }
 

@@ -39,4 +39,6 @@ pub use connect::{Client, ClientBuilder, DEFAULT_ENDPOINT};
 pub use election::{CampaignBuilder, Leader, Leadership, Resigned};
 pub use error::ClientError;
 pub use hold::Lost;
-pub use lock::{DEFAULT_TTL, Entry, Holder, LockBuilder, LockGuard, LockStatus, Released, Waiting};
+pub use lock::{
+    DEFAULT_TTL, Entry, Holder, LockBuilder, LockGuard, LockStatus, Released, TokenCheck, Waiting,
+};

@@ -21,6 +21,9 @@ pub enum EngineError {
     /// The queued entry was released by someone else before acquisition.
     #[error("the queued request (index {0}) was released before it acquired the lock")]
     ReleasedWhileQueued(u64),
+    /// The request's semaphore limit differs from the key's.
+    #[error("{0}")]
+    LimitMismatch(String),
     /// A configured bound was reached.
     #[error("{0}")]
     LimitReached(String),
@@ -39,7 +42,10 @@ impl From<TableError> for EngineError {
     fn from(e: TableError) -> Self {
         match e {
             TableError::NotFound(_) => Self::NotFound(e.to_string()),
-            TableError::NotImmediatelyAvailable { .. } => Self::NotAcquired(e.to_string()),
+            TableError::NotImmediatelyAvailable { .. } | TableError::Delayed { .. } => {
+                Self::NotAcquired(e.to_string())
+            }
+            TableError::LimitMismatch { .. } => Self::LimitMismatch(e.to_string()),
             TableError::LimitReached(m) => Self::LimitReached(m),
         }
     }

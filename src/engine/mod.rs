@@ -43,6 +43,17 @@ pub trait Engine: Send + Sync + 'static {
     async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError>;
     /// The holder and queue of `key`.
     async fn get(&self, key: &str) -> Result<KeyView, EngineError>;
+    /// Whether `index` holds `key` now (a fencing-token check), with the
+    /// key's holders. It is a read of the table's holders, so every backend
+    /// answers it through `get` (the embedded driver and a follower's
+    /// forwarded `Get` alike) and the rule stays in the table.
+    async fn check_token(&self, key: &str, index: u64) -> Result<TokenCheck, EngineError> {
+        let view = self.get(key).await?;
+        Ok(TokenCheck {
+            current: view.holders.iter().any(|h| h.index == index),
+            holders: view.holders,
+        })
+    }
     /// Keys in use under `prefix`, after `after`, at most `limit`.
     async fn list(
         &self,

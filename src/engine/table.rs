@@ -9,6 +9,12 @@
 //! a driver. That keeps it deterministic, so property tests can run it over
 //! random histories (see the tests at the bottom and `tests/` for the model).
 //!
+//! A key may hold more than one entry at once (a semaphore: the first
+//! `limit` entries of its queue hold, `limit` fixed by the key's first
+//! entry), and a hold that expires with a lock-delay keeps the key from
+//! everyone else until that long after its deadline. Both rules live here
+//! and nowhere else, so every backend and surface gets them alike.
+//!
 //! Time only moves forward: an operation given an earlier `now` than one
 //! already seen acts at the later time. Every operation first fires the
 //! timers that are due, so an expired holder is never reported as holding,
@@ -75,6 +81,24 @@ pub enum TableError {
     NotImmediatelyAvailable {
         /// The index holding the lock.
         holder_index: u64,
+    },
+    /// `timeout = 0` and the key is in a lock-delay.
+    #[error(
+        "lock is in its lock-delay until {until} (Unix ms) after a hold expired, and timeout 0 does not wait"
+    )]
+    Delayed {
+        /// When the delay ends.
+        until: UnixMillis,
+    },
+    /// The request's limit differs from the one the key's entries have.
+    #[error(
+        "limit mismatch: key has limit {limit} while it has entries; this request asked for {asked}"
+    )]
+    LimitMismatch {
+        /// The key's limit.
+        limit: u32,
+        /// The request's limit.
+        asked: u32,
     },
     /// A bound of [`TableLimits`] was reached.
     #[error("{0}")]
@@ -146,6 +170,13 @@ pub struct HeldRecord {
     pub acquired_at: UnixMillis,
     /// When it expires; `None` = never.
     pub deadline: Option<UnixMillis>,
+    /// The key's limit (1 for a lock). Stored data from before semaphores
+    /// reads as 1.
+    pub limit: u32,
+    /// The hold's lock-delay. A hold that expired with one stays stored
+    /// until the delay is over, so a restart (or a new primary) restores
+    /// the delay from its deadline: only then is its `Removed` committed.
+    pub lock_delay_ms: u64,
 }
 
 /// Everything the table produced since it was last drained, in order.
@@ -164,6 +195,9 @@ enum Timer {
     // Ordered before timeouts due at the same millisecond, so a waiter whose
     // timeout falls on the instant the lock frees up gets the lock.
     Expiry(u64),
+    // The lock-delay after the expiry of the hold with this index ends;
+    // before timeouts, so a waiter timing out that instant gets the key.
+    DelayEnd(u64),
     WaitTimeout(WaiterId),
 }
 
@@ -177,6 +211,7 @@ struct Hold {
 struct Entry {
     value: Option<String>,
     ttl_ms: u64,
+    lock_delay_ms: u64,
     queued_at: UnixMillis,
     hold: Option<Hold>,
     /// Before acquisition: the requests keeping the entry alive. After: the
@@ -187,12 +222,35 @@ struct Entry {
     heard: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyQueue {
-    /// Entries by index; index order is arrival order, so the first entry is
-    /// the head, and the head is always the holder.
+    /// Entries by index; index order is arrival order. The holders are
+    /// always a prefix of it: at most `limit` entries, and exactly
+    /// `min(limit, entries)` unless a lock-delay runs.
     entries: BTreeMap<u64, Entry>,
     by_value: HashMap<String, u64>,
+    /// How many may hold at once, fixed by the first entry of an empty key.
+    limit: u32,
+    /// While a lock-delay runs, when it ends: nobody new holds before.
+    delayed_until: Option<UnixMillis>,
+}
+
+impl KeyQueue {
+    fn new(limit: u32) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            by_value: HashMap::new(),
+            limit: limit.max(1),
+            delayed_until: None,
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.entries
+            .values()
+            .take_while(|e| e.hold.is_some())
+            .count()
+    }
 }
 
 #[derive(Debug)]
@@ -207,6 +265,9 @@ struct Waiter {
 pub struct LockTable {
     keys: BTreeMap<String, KeyQueue>,
     key_of_index: HashMap<u64, String>,
+    /// Holds that expired with a lock-delay still running, by index: their
+    /// stored records are removed only when the delay ends.
+    delayed: HashMap<u64, String>,
     waiters: HashMap<WaiterId, Waiter>,
     timers: BTreeSet<(UnixMillis, Timer)>,
     next_index: u64,
@@ -222,6 +283,7 @@ impl LockTable {
         Self {
             keys: BTreeMap::new(),
             key_of_index: HashMap::new(),
+            delayed: HashMap::new(),
             waiters: HashMap::new(),
             timers: BTreeSet::new(),
             next_index: 1,
@@ -249,7 +311,10 @@ impl LockTable {
             if let Some(deadline) = h.deadline {
                 table.timers.insert((deadline, Timer::Expiry(h.index)));
             }
-            let queue = table.keys.entry(h.key.clone()).or_default();
+            let queue = table
+                .keys
+                .entry(h.key.clone())
+                .or_insert_with(|| KeyQueue::new(h.limit));
             if let Some(v) = &h.value {
                 queue.by_value.insert(v.clone(), h.index);
             }
@@ -258,6 +323,7 @@ impl LockTable {
                 Entry {
                     value: h.value,
                     ttl_ms: h.ttl_ms,
+                    lock_delay_ms: h.lock_delay_ms,
                     queued_at: h.acquired_at,
                     hold: Some(Hold {
                         acquired_at: h.acquired_at,
@@ -306,6 +372,7 @@ impl LockTable {
     pub fn trim(&mut self) {
         shrink_if_sparse(&mut self.waiters);
         shrink_if_sparse(&mut self.key_of_index);
+        shrink_if_sparse(&mut self.delayed);
     }
 
     /// Takes what was produced since the last call.
@@ -327,6 +394,7 @@ impl LockTable {
                         self.remove_entry(&key, index, Removal::Expired, at);
                     }
                 }
+                Timer::DelayEnd(index) => self.end_delay(index, at),
                 Timer::WaitTimeout(waiter) => self.time_out(waiter, at),
             }
         }
@@ -348,6 +416,16 @@ impl LockTable {
                 self.limits.max_waiters
             )));
         }
+        let limit = spec.limit.max(1);
+        if let Some(q) = self.keys.get(&spec.key)
+            && !q.entries.is_empty()
+            && q.limit != limit
+        {
+            return Err(TableError::LimitMismatch {
+                limit: q.limit,
+                asked: limit,
+            });
+        }
         let existing = spec.value.as_ref().and_then(|v| {
             self.keys
                 .get(&spec.key)
@@ -357,10 +435,11 @@ impl LockTable {
             return self.join(spec, index, now);
         }
         let queue_len = self.keys.get(&spec.key).map_or(0, |q| q.entries.len());
-        if queue_len > 0 && spec.timeout_ms == Some(0) {
-            return Err(TableError::NotImmediatelyAvailable {
-                holder_index: self.head_index(&spec.key).unwrap_or_default(),
-            });
+        let delayed_until = self.keys.get(&spec.key).and_then(|q| q.delayed_until);
+        // Every entry holds unless the key is full or delayed (see KeyQueue).
+        let free = delayed_until.is_none() && queue_len < limit as usize;
+        if !free && spec.timeout_ms == Some(0) {
+            return Err(self.not_now(&spec.key));
         }
         if queue_len >= self.limits.max_entries_per_key {
             return Err(TableError::LimitReached(format!(
@@ -378,7 +457,14 @@ impl LockTable {
         let index = self.next_index;
         self.next_index += 1;
         let waiter = self.new_waiter(&spec.key, index);
-        let queue = self.keys.entry(spec.key.clone()).or_default();
+        let queue = self
+            .keys
+            .entry(spec.key.clone())
+            .or_insert_with(|| KeyQueue::new(limit));
+        // A key kept only by a lock-delay takes the limit of its new entry.
+        if queue.entries.is_empty() {
+            queue.limit = limit;
+        }
         if let Some(v) = &spec.value {
             queue.by_value.insert(v.clone(), index);
         }
@@ -387,6 +473,7 @@ impl LockTable {
             Entry {
                 value: spec.value.clone(),
                 ttl_ms: spec.ttl_ms,
+                lock_delay_ms: spec.lock_delay_ms,
                 queued_at: now,
                 hold: None,
                 waiters: vec![waiter],
@@ -395,9 +482,9 @@ impl LockTable {
         );
         self.key_of_index.insert(index, spec.key.clone());
 
-        if queue_len == 0 {
-            // Free: this entry is the head and holds at once. Its waiter is
-            // granted in the reply, not through a notice.
+        if free {
+            // Free: this entry holds at once. Its waiter is granted in the
+            // reply, not through a notice.
             let grant = self.start_hold(&spec.key, index, now);
             self.emit(&spec.key, EventKind::Acquired, index, now);
             Ok((waiter, Admission::Granted(grant)))
@@ -410,11 +497,30 @@ impl LockTable {
                 waiter,
                 Admission::Queued {
                     index,
-                    position: queue_len as u64,
+                    position: self.position(&spec.key, index),
                     holder: self.holder_view(&spec.key),
                 },
             ))
         }
+    }
+
+    /// Why a `timeout = 0` request cannot have the key now.
+    fn not_now(&self, key: &str) -> TableError {
+        match self.keys.get(key).and_then(|q| q.delayed_until) {
+            Some(until) => TableError::Delayed { until },
+            None => TableError::NotImmediatelyAvailable {
+                holder_index: self.head_index(key).unwrap_or_default(),
+            },
+        }
+    }
+
+    /// How many entries must leave before the queued entry `index` holds.
+    fn position(&self, key: &str, index: u64) -> u64 {
+        let Some(q) = self.keys.get(key) else {
+            return 0;
+        };
+        let ahead = q.entries.range(..index).count() as u64;
+        (ahead + 1).saturating_sub(u64::from(q.limit)).max(1)
     }
 
     /// A request with the same value as entry `index`: renew if it holds,
@@ -425,11 +531,13 @@ impl LockTable {
         index: u64,
         now: UnixMillis,
     ) -> Result<(WaiterId, Admission), TableError> {
-        let is_holder = self.head_index(&spec.key) == Some(index);
+        let is_holder = self
+            .keys
+            .get(&spec.key)
+            .and_then(|q| q.entries.get(&index))
+            .is_some_and(|e| e.hold.is_some());
         if !is_holder && spec.timeout_ms == Some(0) {
-            return Err(TableError::NotImmediatelyAvailable {
-                holder_index: self.head_index(&spec.key).unwrap_or_default(),
-            });
+            return Err(self.not_now(&spec.key));
         }
         let waiter = self.new_waiter(&spec.key, index);
         if let Some(e) = self.entry_mut(&spec.key, index) {
@@ -450,10 +558,7 @@ impl LockTable {
         // The newest request's ttl is the one the entry will be held with,
         // as a renew of a queued entry would set it.
         let _ = self.renew_entry(&spec.key, index, spec.ttl_ms, now);
-        let position = self
-            .keys
-            .get(&spec.key)
-            .map_or(0, |q| q.entries.range(..index).count() as u64);
+        let position = self.position(&spec.key, index);
         Ok((
             waiter,
             Admission::Queued {
@@ -517,19 +622,28 @@ impl LockTable {
     ) -> Result<Release, TableError> {
         self.advance(now);
         let index = self.find(key, target)?;
-        let was_holder = self.head_index(key) == Some(index);
+        let was_holder = self
+            .keys
+            .get(key)
+            .and_then(|q| q.entries.get(&index))
+            .is_some_and(|e| e.hold.is_some());
         self.remove_entry(key, index, Removal::Released, self.now);
         Ok(Release { index, was_holder })
     }
 
-    /// The key's holder and queue at `now`. A key never used reads as free.
+    /// The key's holders and queue at `now`. A key never used reads as
+    /// free.
     pub fn get(&mut self, key: &str, now: UnixMillis) -> KeyView {
         self.advance(now);
         let Some(queue) = self.keys.get(key) else {
             return KeyView::default();
         };
+        let holders = self.holder_views(key);
         KeyView {
-            holder: self.holder_view(key),
+            holder: holders.first().cloned(),
+            holders,
+            limit: queue.limit,
+            delayed_until: queue.delayed_until,
             queue: queue
                 .entries
                 .iter()
@@ -567,21 +681,96 @@ impl LockTable {
             .map(|(k, q)| KeySummary {
                 key: k.clone(),
                 holder: self.holder_view(k),
-                queue_length: q.entries.len().saturating_sub(1) as u64,
+                queue_length: (q.entries.len() - q.held()) as u64,
+                delayed_until: q.delayed_until,
             })
             .collect()
     }
 
-    /// The key's holder, without moving time.
+    /// The key's oldest holder, without moving time.
     pub fn holder_view(&self, key: &str) -> Option<HolderView> {
         let (&index, e) = self.keys.get(key)?.entries.first_key_value()?;
+        view(index, e)
+    }
+
+    /// Every holder of the key in grant order, without moving time.
+    pub fn holder_views(&self, key: &str) -> Vec<HolderView> {
+        self.keys.get(key).map_or_else(Vec::new, |q| {
+            q.entries.iter().map_while(|(&i, e)| view(i, e)).collect()
+        })
+    }
+
+    /// A hold that expired with a lock-delay reaches the end of it: its
+    /// stored record goes, and when no later delay runs on the key the
+    /// queue fills up to the limit, granted at the current time.
+    fn end_delay(&mut self, index: u64, at: UnixMillis) {
+        let Some(key) = self.delayed.remove(&index) else {
+            return;
+        };
+        self.out.records.push(Record::Removed { index });
+        let Some(queue) = self.keys.get_mut(&key) else {
+            return;
+        };
+        if queue.delayed_until.is_some_and(|until| until <= at) {
+            queue.delayed_until = None;
+            if queue.entries.is_empty() {
+                self.keys.remove(&key);
+            }
+            // Watchers learn that the key may be granted again, then of the
+            // grants that follow.
+            let granted_at = self.now.max(at);
+            let grants = self.promote(&key, granted_at);
+            self.push_event(&key, EventKind::DelayEnded, index, None, 0, at);
+            for (next, grant) in grants {
+                self.announce(&key, next, grant, granted_at);
+            }
+        }
+    }
+
+    /// Makes queued entries holders while the key has room and no delay
+    /// runs; returns their grants for the caller to announce.
+    fn promote(&mut self, key: &str, granted_at: UnixMillis) -> Vec<(u64, Grant)> {
+        let next: Vec<u64> = match self.keys.get(key) {
+            Some(q) if q.delayed_until.is_none() => {
+                let held = q.held();
+                let room = (q.limit as usize).saturating_sub(held);
+                q.entries.keys().skip(held).take(room).copied().collect()
+            }
+            _ => Vec::new(),
+        };
+        next.into_iter()
+            .map(|i| (i, self.start_hold(key, i, granted_at)))
+            .collect()
+    }
+
+    /// Tells a new holder's waiters and the watchers of its grant.
+    fn announce(&mut self, key: &str, index: u64, grant: Grant, at: UnixMillis) {
+        let waiters = self
+            .keys
+            .get(key)
+            .and_then(|q| q.entries.get(&index))
+            .map(|e| e.waiters.clone())
+            .unwrap_or_default();
+        for w in waiters {
+            self.out.notices.push((w, Notice::Granted(grant)));
+        }
+        self.emit(key, EventKind::Acquired, index, at);
+    }
+
+    /// The stored form of the entry `index` of `key` as it holds now.
+    fn held_record(&self, key: &str, index: u64) -> Option<HeldRecord> {
+        let q = self.keys.get(key)?;
+        let e = q.entries.get(&index)?;
         let hold = e.hold.as_ref()?;
-        Some(HolderView {
+        Some(HeldRecord {
+            key: key.to_owned(),
             index,
             value: e.value.clone(),
             ttl_ms: e.ttl_ms,
             acquired_at: hold.acquired_at,
             deadline: hold.deadline,
+            limit: q.limit,
+            lock_delay_ms: e.lock_delay_ms,
         })
     }
 
@@ -673,22 +862,14 @@ impl LockTable {
             }
             None => (None, None, None),
         };
-        let value = e.value.clone();
         if let Some(old) = old {
             self.timers.remove(&(old, Timer::Expiry(index)));
         }
         if let Some(new) = new {
             self.timers.insert((new, Timer::Expiry(index)));
         }
-        if let Some(acquired_at) = acquired_at {
-            self.out.records.push(Record::Held(HeldRecord {
-                key: key.to_owned(),
-                index,
-                value,
-                ttl_ms,
-                acquired_at,
-                deadline: new,
-            }));
+        if let Some(record) = self.held_record(key, index) {
+            self.out.records.push(Record::Held(record));
         }
         self.emit(key, EventKind::Renewed, index, now);
         Renewal {
@@ -718,14 +899,6 @@ impl LockTable {
             ttl_ms: e.ttl_ms,
             deadline,
         };
-        let record = HeldRecord {
-            key: key.to_owned(),
-            index,
-            value: e.value.clone(),
-            ttl_ms: e.ttl_ms,
-            acquired_at: now,
-            deadline,
-        };
         let waiters = e.waiters.clone();
         if let Some(d) = deadline {
             self.timers.insert((d, Timer::Expiry(index)));
@@ -739,7 +912,9 @@ impl LockTable {
                 self.timers.remove(&(at, Timer::WaitTimeout(w)));
             }
         }
-        self.out.records.push(Record::Held(record));
+        if let Some(record) = self.held_record(key, index) {
+            self.out.records.push(Record::Held(record));
+        }
         grant
     }
 
@@ -747,19 +922,28 @@ impl LockTable {
         let Some(queue) = self.keys.get_mut(key) else {
             return;
         };
-        let was_head = queue.entries.first_key_value().map(|(&i, _)| i) == Some(index);
         let Some(entry) = queue.entries.remove(&index) else {
             return;
         };
         if let Some(v) = &entry.value {
             queue.by_value.remove(v);
         }
-        let next_head = if was_head {
-            queue.entries.first_key_value().map(|(&i, _)| i)
-        } else {
-            None
+        // A hold that expires with a lock-delay keeps the key from everyone
+        // else until that long after its deadline (not after the moment the
+        // timer ran, so a late timer does not lengthen it).
+        let delay_until = match (&entry.hold, removal) {
+            (
+                Some(Hold {
+                    deadline: Some(d), ..
+                }),
+                Removal::Expired,
+            ) if entry.lock_delay_ms > 0 => Some(d.saturating_add(entry.lock_delay_ms)),
+            _ => None,
         };
-        if queue.entries.is_empty() {
+        if let Some(until) = delay_until {
+            queue.delayed_until = Some(queue.delayed_until.map_or(until, |u| u.max(until)));
+        }
+        if queue.entries.is_empty() && queue.delayed_until.is_none() {
             self.keys.remove(key);
         }
         self.key_of_index.remove(&index);
@@ -791,32 +975,34 @@ impl LockTable {
             if let Some(d) = hold.deadline {
                 self.timers.remove(&(d, Timer::Expiry(index)));
             }
-            self.out.records.push(Record::Removed { index });
+            match delay_until {
+                // Stored until the delay ends, so a restart keeps it.
+                Some(until) => {
+                    self.delayed.insert(index, key.to_owned());
+                    self.timers.insert((until, Timer::DelayEnd(index)));
+                }
+                None => self.out.records.push(Record::Removed { index }),
+            }
         }
 
-        // Hand over at once, then report both steps with the new holder. The
-        // new hold counts from now, the moment it is granted, not from
+        // Hand over at once, then report both steps with the new holders.
+        // A new hold counts from now, the moment it is granted, not from
         // `now` of the removal (an expiry's deadline): a timer that fires
         // late must not shorten the next hold.
         let granted_at = self.now.max(now);
-        let grant = next_head.map(|next| (next, self.start_hold(key, next, granted_at)));
+        let grants = if entry.hold.is_some() || removal == Removal::Cancelled {
+            self.promote(key, granted_at)
+        } else {
+            Vec::new()
+        };
         let kind = match removal {
             Removal::Released => EventKind::Released,
             Removal::Expired => EventKind::Expired,
             Removal::Cancelled => EventKind::Cancelled,
         };
         self.push_event(key, kind, index, entry.value, entry.ttl_ms, now);
-        if let Some((next, grant)) = grant {
-            let waiters = self
-                .keys
-                .get(key)
-                .and_then(|q| q.entries.get(&next))
-                .map(|e| e.waiters.clone())
-                .unwrap_or_default();
-            for w in waiters {
-                self.out.notices.push((w, Notice::Granted(grant)));
-            }
-            self.emit(key, EventKind::Acquired, next, granted_at);
+        for (next, grant) in grants {
+            self.announce(key, next, grant, granted_at);
         }
     }
 
@@ -839,10 +1025,9 @@ impl LockTable {
         ttl_ms: u64,
         at: UnixMillis,
     ) {
-        let queue_length = self
-            .keys
-            .get(key)
-            .map_or(0, |q| q.entries.len().saturating_sub(1) as u64);
+        let (queue_length, delayed_until) = self.keys.get(key).map_or((0, None), |q| {
+            ((q.entries.len() - q.held()) as u64, q.delayed_until)
+        });
         self.out.events.push(LockEvent {
             key: key.to_owned(),
             kind,
@@ -852,6 +1037,7 @@ impl LockTable {
             at,
             holder: self.holder_view(key),
             queue_length,
+            delayed_until,
         });
     }
 }
@@ -861,6 +1047,18 @@ enum Removal {
     Released,
     Expired,
     Cancelled,
+}
+
+fn view(index: u64, e: &Entry) -> Option<HolderView> {
+    let hold = e.hold.as_ref()?;
+    Some(HolderView {
+        index,
+        value: e.value.clone(),
+        ttl_ms: e.ttl_ms,
+        acquired_at: hold.acquired_at,
+        deadline: hold.deadline,
+        lock_delay_ms: e.lock_delay_ms,
+    })
 }
 
 fn deadline_after(now: UnixMillis, ttl_ms: u64) -> Option<UnixMillis> {
@@ -906,6 +1104,8 @@ mod tests {
             value: value.map(Into::into),
             ttl_ms,
             timeout_ms,
+            limit: 1,
+            lock_delay_ms: 0,
         }
     }
 
@@ -1055,6 +1255,8 @@ mod tests {
             ttl_ms: 10,
             acquired_at: 0,
             deadline,
+            limit: 1,
+            lock_delay_ms: 0,
         };
         let mut t = LockTable::restore(
             TableLimits::default(),
@@ -1068,5 +1270,233 @@ mod tests {
         assert!(t.holder_view("k7").is_some());
         let out = t.take_output();
         assert_eq!(out.records, vec![Record::Removed { index: 3 }]);
+    }
+}
+
+#[cfg(test)]
+mod semaphore_and_delay_tests {
+    use super::*;
+
+    fn spec(key: &str, value: Option<&str>, ttl_ms: u64, limit: u32, delay: u64) -> AcquireSpec {
+        AcquireSpec {
+            key: key.into(),
+            value: value.map(Into::into),
+            ttl_ms,
+            timeout_ms: None,
+            limit,
+            lock_delay_ms: delay,
+        }
+    }
+
+    fn holders(t: &mut LockTable, key: &str, now: UnixMillis) -> Vec<u64> {
+        t.get(key, now).holders.iter().map(|h| h.index).collect()
+    }
+
+    #[test]
+    fn the_first_limit_entries_hold_and_the_next_waits() {
+        let mut t = LockTable::new(TableLimits::default());
+        for _ in 0..3 {
+            let (_, a) = t.acquire(spec("s", None, 0, 3, 0), 0).unwrap();
+            assert!(matches!(a, Admission::Granted(_)));
+        }
+        let (w4, a) = t.acquire(spec("s", None, 0, 3, 0), 0).unwrap();
+        assert!(matches!(
+            a,
+            Admission::Queued {
+                index: 4,
+                position: 1,
+                ..
+            }
+        ));
+        let (_, a) = t.acquire(spec("s", None, 0, 3, 0), 0).unwrap();
+        assert!(matches!(a, Admission::Queued { position: 2, .. }));
+        assert_eq!(holders(&mut t, "s", 0), vec![1, 2, 3]);
+        let view = t.get("s", 0);
+        assert_eq!((view.limit, view.holder.map(|h| h.index)), (3, Some(1)));
+        t.take_output();
+        // The middle holder leaves: the next queued entry holds at once.
+        let r = t.release("s", &Target::Index(2), 1).unwrap();
+        assert!(r.was_holder);
+        assert_eq!(holders(&mut t, "s", 1), vec![1, 3, 4]);
+        let out = t.take_output();
+        assert!(
+            out.notices
+                .iter()
+                .any(|(w, n)| *w == w4 && matches!(n, Notice::Granted(Grant { index: 4, .. })))
+        );
+    }
+
+    #[test]
+    fn another_limit_on_a_busy_key_is_refused_and_an_empty_key_takes_a_new_one() {
+        let mut t = LockTable::new(TableLimits::default());
+        t.acquire(spec("s", None, 0, 2, 0), 0).unwrap();
+        let e = t.acquire(spec("s", None, 0, 1, 0), 0).unwrap_err();
+        assert_eq!(e, TableError::LimitMismatch { limit: 2, asked: 1 });
+        assert!(e.to_string().contains("limit 2"));
+        // 0 is a lock, the same as 1.
+        t.acquire(spec("l", None, 0, 0, 0), 0).unwrap();
+        t.acquire(spec("l", None, 0, 1, 0), 0).unwrap();
+        t.release("s", &Target::Index(1), 1).unwrap();
+        let (_, a) = t.acquire(spec("s", None, 0, 5, 0), 2).unwrap();
+        assert!(matches!(a, Admission::Granted(_)));
+        assert_eq!(t.get("s", 2).limit, 5);
+    }
+
+    #[test]
+    fn a_value_join_on_a_semaphore_renews_a_holder_and_waits_on_a_queued_entry() {
+        let mut t = LockTable::new(TableLimits::default());
+        t.acquire(spec("s", Some("a"), 100, 2, 0), 0).unwrap();
+        t.acquire(spec("s", Some("b"), 100, 2, 0), 0).unwrap();
+        t.acquire(spec("s", Some("c"), 100, 2, 0), 0).unwrap();
+        let (_, a) = t.acquire(spec("s", Some("b"), 500, 2, 0), 10).unwrap();
+        assert_eq!(
+            a,
+            Admission::Granted(Grant {
+                index: 2,
+                ttl_ms: 500,
+                deadline: Some(510)
+            })
+        );
+        let (_, a) = t.acquire(spec("s", Some("c"), 100, 2, 0), 10).unwrap();
+        assert!(matches!(
+            a,
+            Admission::Queued {
+                index: 3,
+                position: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_expiry_with_a_lock_delay_grants_nobody_until_deadline_plus_delay() {
+        let mut t = LockTable::new(TableLimits::default());
+        t.acquire(spec("k", None, 100, 1, 50), 0).unwrap();
+        let (w, _) = t.acquire(spec("k", None, 100, 1, 0), 1).unwrap();
+        t.take_output();
+        // The timer runs 20 ms late: the delay still counts from the
+        // deadline.
+        t.advance(120);
+        assert!(holders(&mut t, "k", 120).is_empty());
+        assert_eq!(t.get("k", 120).delayed_until, Some(150));
+        let out = t.take_output();
+        // Still stored: a restart must see the delay.
+        assert!(out.records.is_empty());
+        let expired = out
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::Expired)
+            .unwrap();
+        assert_eq!(expired.delayed_until, Some(150));
+        let e = t
+            .acquire(
+                AcquireSpec {
+                    timeout_ms: Some(0),
+                    ..spec("k", None, 0, 1, 0)
+                },
+                149,
+            )
+            .unwrap_err();
+        assert_eq!(e, TableError::Delayed { until: 150 });
+        t.advance(150);
+        assert_eq!(holders(&mut t, "k", 150), vec![2]);
+        let out = t.take_output();
+        assert!(out.records.contains(&Record::Removed { index: 1 }));
+        let kinds: Vec<(EventKind, u64, u64)> =
+            out.events.iter().map(|e| (e.kind, e.index, e.at)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::DelayEnded, 1, 150),
+                (EventKind::Acquired, 2, 150)
+            ]
+        );
+        assert!(out.notices.contains(&(
+            w,
+            Notice::Granted(Grant {
+                index: 2,
+                ttl_ms: 100,
+                deadline: Some(250)
+            })
+        )));
+    }
+
+    #[test]
+    fn a_release_ends_a_hold_without_delay() {
+        let mut t = LockTable::new(TableLimits::default());
+        t.acquire(spec("k", None, 100, 1, 5000), 0).unwrap();
+        t.acquire(spec("k", None, 100, 1, 0), 0).unwrap();
+        t.release("k", &Target::Index(1), 10).unwrap();
+        assert_eq!(holders(&mut t, "k", 10), vec![2]);
+        assert_eq!(t.get("k", 10).delayed_until, None);
+    }
+
+    #[test]
+    fn a_delay_on_a_semaphore_stops_new_grants_but_not_other_holders() {
+        let mut t = LockTable::new(TableLimits::default());
+        t.acquire(spec("s", None, 100, 2, 1000), 0).unwrap();
+        t.acquire(spec("s", None, 0, 2, 0), 0).unwrap();
+        t.acquire(spec("s", None, 0, 2, 0), 0).unwrap();
+        t.advance(100);
+        assert_eq!(holders(&mut t, "s", 100), vec![2]);
+        assert_eq!(holders(&mut t, "s", 1099), vec![2]);
+        assert_eq!(holders(&mut t, "s", 1100), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_delay_survives_a_restore_from_the_stored_records() {
+        let mut t = LockTable::new(TableLimits::default());
+        t.acquire(spec("k", Some("x"), 100, 1, 500), 0).unwrap();
+        let mut stored = std::collections::BTreeMap::new();
+        let mut apply = |out: Output| {
+            for r in out.records {
+                match r {
+                    Record::Held(h) => {
+                        stored.insert(h.index, h);
+                    }
+                    Record::Removed { index } => {
+                        stored.remove(&index);
+                    }
+                }
+            }
+        };
+        apply(t.take_output());
+        t.advance(200);
+        apply(t.take_output());
+        // A restart in the delay: the stored hold brings the delay back.
+        let mut r = LockTable::restore(TableLimits::default(), 2, stored.values().cloned(), 300);
+        assert_eq!(r.get("k", 300).delayed_until, Some(600));
+        let (_, a) = r.acquire(spec("k", None, 0, 1, 0), 300).unwrap();
+        assert!(matches!(a, Admission::Queued { .. }));
+        r.advance(600);
+        assert_eq!(holders(&mut r, "k", 600), vec![2]);
+        // A restart after the delay: nothing holds, the record goes.
+        let mut late = LockTable::restore(TableLimits::default(), 2, stored.values().cloned(), 700);
+        assert_eq!(late.get("k", 700), KeyView::default());
+        assert_eq!(
+            late.take_output().records,
+            vec![Record::Removed { index: 1 }]
+        );
+    }
+
+    #[test]
+    fn a_restored_semaphore_keeps_its_limit() {
+        let held = |index| HeldRecord {
+            key: "s".into(),
+            index,
+            value: None,
+            ttl_ms: 0,
+            acquired_at: 0,
+            deadline: None,
+            limit: 3,
+            lock_delay_ms: 0,
+        };
+        let mut t = LockTable::restore(TableLimits::default(), 1, [held(1), held(2)], 10);
+        let (_, a) = t.acquire(spec("s", None, 0, 3, 0), 10).unwrap();
+        assert!(matches!(a, Admission::Granted(Grant { index: 3, .. })));
+        assert!(matches!(
+            t.acquire(spec("s", None, 0, 1, 0), 10),
+            Err(TableError::LimitMismatch { limit: 3, .. })
+        ));
     }
 }

@@ -31,6 +31,12 @@ pub struct AcquireSpec {
     /// `None` = wait forever, `Some(0)` = only if free now, `Some(n)` = at
     /// most n milliseconds.
     pub timeout_ms: Option<u64>,
+    /// How many entries may hold the key at once (a semaphore); 0 and 1
+    /// both mean a lock. The key's first entry fixes it.
+    pub limit: u32,
+    /// If the hold ends by expiry, nobody else is granted the key until
+    /// this long after its deadline (Chubby's lock-delay); 0 = no delay.
+    pub lock_delay_ms: u64,
 }
 
 /// What a successful acquisition tells the holder.
@@ -69,7 +75,7 @@ pub enum WaitUpdate {
     Queued {
         /// The entry's index (its fencing token once acquired).
         index: u64,
-        /// Entries ahead, counting the holder.
+        /// How many entries must leave before this one holds (1 = next).
         position: u64,
         /// The holder when the request was queued.
         holder: Option<HolderView>,
@@ -98,6 +104,8 @@ pub struct HolderView {
     pub acquired_at: UnixMillis,
     /// When it expires unless renewed; `None` = never.
     pub deadline: Option<UnixMillis>,
+    /// The lock-delay that applies if the hold expires.
+    pub lock_delay_ms: u64,
 }
 
 /// An entry waiting behind the holder.
@@ -115,13 +123,19 @@ pub struct QueuedView {
     pub waiters: u64,
 }
 
-/// A key's whole state: its holder and its queue.
+/// A key's whole state: its holders and its queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyView {
-    /// The holder, if the lock is held.
+    /// The oldest holder, if the key is held (the only one of a lock).
     pub holder: Option<HolderView>,
+    /// Every holder in grant order (more than one only for a semaphore).
+    pub holders: Vec<HolderView>,
     /// The waiting entries in grant order.
     pub queue: Vec<QueuedView>,
+    /// How many entries may hold at once; 0 when the key is not in use.
+    pub limit: u32,
+    /// While a lock-delay runs: the moment the key may be granted again.
+    pub delayed_until: Option<UnixMillis>,
 }
 
 /// One key in a listing.
@@ -131,8 +145,10 @@ pub struct KeySummary {
     pub key: String,
     /// Its holder, if any.
     pub holder: Option<HolderView>,
-    /// How many entries wait behind the holder.
+    /// How many entries wait behind the holders.
     pub queue_length: u64,
+    /// While a lock-delay runs: the moment the key may be granted again.
+    pub delayed_until: Option<UnixMillis>,
 }
 
 /// What renew did.
@@ -171,6 +187,8 @@ pub enum EventKind {
     /// A queued entry lost its last waiter (timeout or disconnect), or a
     /// grant nobody heard of was undone when its last waiter went away.
     Cancelled,
+    /// A lock-delay ended: the key may be granted again.
+    DelayEnded,
 }
 
 /// One change of one key, as `Watch`, `Observe` and the dashboard see it.
@@ -190,8 +208,11 @@ pub struct LockEvent {
     pub at: UnixMillis,
     /// The key's holder after the change.
     pub holder: Option<HolderView>,
-    /// Entries waiting behind the holder after the change.
+    /// Entries waiting behind the holders after the change.
     pub queue_length: u64,
+    /// While a lock-delay runs after the change: the moment the key may be
+    /// granted again (an expiry with a lock-delay starts one).
+    pub delayed_until: Option<UnixMillis>,
 }
 
 /// Counts for status pages and metrics.
@@ -203,4 +224,13 @@ pub struct EngineStats {
     pub entries: u64,
     /// Waiting or listening requests.
     pub waiters: u64,
+}
+
+/// What a fencing-token check found (Chubby's CheckSequencer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenCheck {
+    /// Whether the index is one of the key's holders now.
+    pub current: bool,
+    /// The key's holders now, in grant order.
+    pub holders: Vec<HolderView>,
 }

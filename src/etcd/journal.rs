@@ -104,6 +104,21 @@ struct StoredHold {
     a: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     d: Option<u64>,
+    /// The key's semaphore limit; absent (as in journals written before
+    /// semaphores) = 1.
+    #[serde(default, skip_serializing_if = "is_lock")]
+    n: u32,
+    /// The hold's lock-delay in ms; absent = 0.
+    #[serde(default, skip_serializing_if = "is_no_delay")]
+    l: u64,
+}
+
+fn is_lock(n: &u32) -> bool {
+    *n <= 1
+}
+
+fn is_no_delay(l: &u64) -> bool {
+    *l == 0
 }
 
 impl From<&HeldRecord> for StoredHold {
@@ -115,6 +130,8 @@ impl From<&HeldRecord> for StoredHold {
             t: h.ttl_ms,
             a: h.acquired_at,
             d: h.deadline,
+            n: h.limit,
+            l: h.lock_delay_ms,
         }
     }
 }
@@ -128,6 +145,8 @@ impl From<StoredHold> for HeldRecord {
             ttl_ms: h.t,
             acquired_at: h.a,
             deadline: h.d,
+            limit: h.n.max(1),
+            lock_delay_ms: h.l,
         }
     }
 }
@@ -612,4 +631,32 @@ fn range_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_journaled_before_semaphores_reads_as_a_lock_without_delay() {
+        let old = br#"{"k":"key","i":7,"t":1000,"a":5,"d":1005}"#;
+        let h = HeldRecord::from(serde_json::from_slice::<StoredHold>(old).unwrap());
+        assert_eq!((h.index, h.limit, h.lock_delay_ms), (7, 1, 0));
+        // A lock is still written as before; a semaphore and a delay add
+        // their fields.
+        let lock = serde_json::to_string(&StoredHold::from(&h)).unwrap();
+        assert_eq!(lock, r#"{"k":"key","i":7,"t":1000,"a":5,"d":1005}"#);
+        let sem = HeldRecord {
+            limit: 4,
+            lock_delay_ms: 250,
+            ..h
+        };
+        let back = HeldRecord::from(
+            serde_json::from_str::<StoredHold>(
+                &serde_json::to_string(&StoredHold::from(&sem)).unwrap(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(back, sem);
+    }
 }

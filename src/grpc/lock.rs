@@ -56,6 +56,15 @@ impl pb::lock_server::Lock for LockGrpc {
         ))
     }
 
+    async fn check(
+        &self,
+        req: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        Ok(Response::new(
+            for_caller(&self.0, &req).check(req.into_inner()).await?,
+        ))
+    }
+
     async fn watch(
         &self,
         req: Request<pb::WatchRequest>,

@@ -20,6 +20,7 @@ pub fn holder(h: &HolderView, now: UnixMillis) -> pb::Holder {
         acquired_unix_ms: h.acquired_at,
         deadline_unix_ms: h.deadline.unwrap_or(0),
         remaining_ms: h.deadline.map_or(0, |d| d.saturating_sub(now)),
+        lock_delay_ms: h.lock_delay_ms,
     }
 }
 
@@ -76,6 +77,7 @@ pub fn event(e: &LockEvent, now: UnixMillis) -> pb::LockEvent {
             EventKind::Released => pb::EventKind::Released,
             EventKind::Expired => pb::EventKind::Expired,
             EventKind::Cancelled => pb::EventKind::Cancelled,
+            EventKind::DelayEnded => pb::EventKind::DelayEnded,
         } as i32,
         index: e.index,
         value: e.value.clone().unwrap_or_default(),
@@ -83,5 +85,6 @@ pub fn event(e: &LockEvent, now: UnixMillis) -> pb::LockEvent {
         at_unix_ms: e.at,
         holder: e.holder.as_ref().map(|h| holder(h, now)),
         queue_length: e.queue_length,
+        delayed_until_unix_ms: e.delayed_until.unwrap_or(0),
     }
 }

@@ -21,6 +21,8 @@ impl Service {
                 value: Some(self.name(&req.name)?),
                 ttl_ms: self.ttl(req.ttl_ms)?,
                 timeout_ms: req.timeout_ms,
+                limit: 1,
+                lock_delay_ms: self.lock_delay(req.lock_delay_ms)?,
             })
         };
         self.wait_as(Rpc::Campaign, spec, |step| pb::CampaignEvent {

@@ -19,6 +19,9 @@ pub enum ServiceError {
     /// `timeout = 0` and the lock is held.
     #[error("{0}")]
     NotAcquired(String),
+    /// The request's semaphore limit differs from the key's.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The wait's timeout passed before acquisition.
     #[error("{0}")]
     TimedOut(String),
@@ -48,7 +51,7 @@ impl ServiceError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
-            Self::NotAcquired(_) => Code::FailedPrecondition,
+            Self::NotAcquired(_) | Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::TimedOut(_) => Code::DeadlineExceeded,
             Self::Aborted(_) => Code::Aborted,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -66,6 +69,7 @@ impl From<EngineError> for ServiceError {
         match e {
             EngineError::NotFound(_) => Self::NotFound(m),
             EngineError::NotAcquired(_) => Self::NotAcquired(m),
+            EngineError::LimitMismatch(_) => Self::FailedPrecondition(m),
             EngineError::TimedOut => Self::TimedOut(m),
             EngineError::ReleasedWhileQueued(_) => Self::Aborted(m),
             EngineError::LimitReached(_) | EngineError::Lagged(_) => Self::ResourceExhausted(m),

@@ -20,6 +20,8 @@ impl Service {
                 value: self.value("value", &req.value)?,
                 ttl_ms: self.ttl(req.ttl_ms)?,
                 timeout_ms: req.timeout_ms,
+                limit: req.limit.max(1),
+                lock_delay_ms: self.lock_delay(req.lock_delay_ms)?,
             })
         };
         self.wait_as(Rpc::Wait, spec, |step| pb::WaitEvent {
@@ -90,6 +92,13 @@ impl Service {
                 key,
                 holder: view.holder.as_ref().map(|h| convert::holder(h, now)),
                 queue: view.queue.iter().map(convert::queued_entry).collect(),
+                holders: view
+                    .holders
+                    .iter()
+                    .map(|h| convert::holder(h, now))
+                    .collect(),
+                limit: view.limit,
+                delayed_until_unix_ms: view.delayed_until.unwrap_or(0),
             })
         })
         .await
@@ -110,9 +119,30 @@ impl Service {
                         key: k.key.clone(),
                         holder: k.holder.as_ref().map(|h| convert::holder(h, now)),
                         queue_length: k.queue_length,
+                        delayed_until_unix_ms: k.delayed_until.unwrap_or(0),
                     })
                     .collect(),
                 next_page_token,
+            })
+        })
+        .await
+    }
+
+    /// Lock.Check: whether `index` holds `key` now. A read: a resource
+    /// server checking the tokens it is handed needs only read rights.
+    pub async fn check(&self, req: pb::CheckRequest) -> Result<pb::CheckResponse, ServiceError> {
+        self.counted(Rpc::Check, async {
+            self.allow_key(Rpc::Check, Right::Read, &req.key)?;
+            let key = self.key("key", &req.key)?;
+            let check = self.engine.check_token(&key, req.index).await?;
+            let now = convert::wall_now();
+            Ok(pb::CheckResponse {
+                current: check.current,
+                holders: check
+                    .holders
+                    .iter()
+                    .map(|h| convert::holder(h, now))
+                    .collect(),
             })
         })
         .await

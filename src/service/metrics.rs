@@ -82,6 +82,8 @@ pub enum Rpc {
     Release,
     /// `baton.v1.Lock/Get`.
     Get,
+    /// `baton.v1.Lock/Check`.
+    Check,
     /// `baton.v1.Lock/List`.
     List,
     /// `baton.v1.Lock/Watch`.
@@ -112,6 +114,7 @@ impl Rpc {
             Self::Renew => (LOCK, "Renew"),
             Self::Release => (LOCK, "Release"),
             Self::Get => (LOCK, "Get"),
+            Self::Check => (LOCK, "Check"),
             Self::List => (LOCK, "List"),
             Self::Watch => (LOCK, "Watch"),
             Self::Campaign => (ELECTION, "Campaign"),

@@ -37,6 +37,8 @@ pub struct ServiceLimits {
     pub max_ttl_ms: u64,
     /// Open server streams (waits, watches, observes) at once.
     pub max_streams: usize,
+    /// Longest lock-delay, in milliseconds (`--max-lock-delay-secs`).
+    pub max_lock_delay_ms: u64,
 }
 
 impl Default for ServiceLimits {
@@ -46,6 +48,7 @@ impl Default for ServiceLimits {
             max_value_bytes: 4096,
             max_ttl_ms: 365 * 24 * 3600 * 1000,
             max_streams: 100_000,
+            max_lock_delay_ms: 60_000,
         }
     }
 }
@@ -322,6 +325,16 @@ impl Service {
             )));
         }
         Ok(ttl_ms)
+    }
+
+    fn lock_delay(&self, lock_delay_ms: u64) -> Result<u64, ServiceError> {
+        if lock_delay_ms > self.limits.max_lock_delay_ms {
+            return Err(ServiceError::InvalidArgument(format!(
+                "lock_delay of {lock_delay_ms} ms is longer than the limit of {} ms (--max-lock-delay-secs)",
+                self.limits.max_lock_delay_ms
+            )));
+        }
+        Ok(lock_delay_ms)
     }
 
     fn target(&self, index: Option<u64>, value: Option<&str>) -> Result<Target, ServiceError> {

@@ -72,6 +72,17 @@ struct StoredHold {
     ttl_ms: u64,
     acquired_at: u64,
     deadline: Option<u64>,
+    /// The key's semaphore limit; absent in stores written before
+    /// semaphores, which held locks only (limit 1).
+    #[serde(default = "one")]
+    limit: u32,
+    /// The hold's lock-delay; absent in older stores (no delay).
+    #[serde(default)]
+    lock_delay_ms: u64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The redb journal of one data directory. Dropping it releases the lock.
@@ -149,6 +160,8 @@ impl RedbJournal {
                     ttl_ms: h.ttl_ms,
                     acquired_at: h.acquired_at,
                     deadline: h.deadline,
+                    limit: h.limit.max(1),
+                    lock_delay_ms: h.lock_delay_ms,
                 });
             }
             Snapshot {
@@ -184,6 +197,8 @@ impl Journal for RedbJournal {
                             ttl_ms: h.ttl_ms,
                             acquired_at: h.acquired_at,
                             deadline: h.deadline,
+                            limit: h.limit,
+                            lock_delay_ms: h.lock_delay_ms,
                         })
                         .map_err(|e| db_err(&e))?;
                         holds
@@ -206,5 +221,17 @@ impl Journal for RedbJournal {
         txn.commit().map_err(|e| db_err(&e))?;
         self.index_ceiling = index_ceiling;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_stored_before_semaphores_reads_as_a_lock_without_delay() {
+        let old = br#"{"key":"k","value":"v","ttl_ms":1000,"acquired_at":5,"deadline":1005}"#;
+        let h: StoredHold = serde_json::from_slice(old).unwrap();
+        assert_eq!((h.limit, h.lock_delay_ms), (1, 0));
     }
 }

@@ -235,6 +235,7 @@ pub fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) ->
         value: value.into(),
         ttl_ms,
         timeout_ms,
+        ..Default::default()
     }
 }
 

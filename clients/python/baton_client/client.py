@@ -1,4 +1,5 @@
-"""A thin, blocking Python client for baton's gRPC API.
+"""A thin, blocking Python client for baton's gRPC API (the asyncio one,
+with the same guards, is `baton_client.aio`).
 
 `Client.lock()` and `Client.campaign()` return context managers that acquire
 (by consuming the Wait/Campaign stream until `acquired`/`elected`), keep the
@@ -52,6 +53,11 @@ class LockAborted(BatonError):
     """The queued request was released by someone else before it acquired."""
 
 
+class LimitMismatch(BatonError):
+    """The key is in use with another limit (a semaphore of N, or a lock);
+    `details` names the key's limit."""
+
+
 class NotFound(BatonError):
     """No entry matches the index/value/name given."""
 
@@ -68,6 +74,8 @@ def _wrap(err: grpc.RpcError, what: str) -> BatonError:
     code = err.code() if hasattr(err, "code") else None
     details = err.details() if hasattr(err, "details") else str(err)
     message = f"{what}: {code.name if code else 'error'}: {details}"
+    if code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("limit mismatch"):
+        return LimitMismatch(message, code, details)
     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.FAILED_PRECONDITION):
         return LockTimeout(message, code, details)
     if code == grpc.StatusCode.ABORTED:
@@ -136,6 +144,52 @@ class Leader:
             return None
         le = resp.leader
         return cls(le.name, le.index, le.ttl_ms, le.elected_unix_ms, le.deadline_unix_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """One holder of a key (a lock has one, a semaphore up to its limit)."""
+
+    index: int
+    value: str
+    ttl_ms: int
+    acquired_unix_ms: int
+    deadline_unix_ms: int
+    lock_delay_ms: int
+
+    @classmethod
+    def _from_pb(cls, h) -> "Holder":
+        return cls(h.index, h.value, h.ttl_ms, h.acquired_unix_ms, h.deadline_unix_ms, h.lock_delay_ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """What a fencing-token check found: whether the index holds the key
+    now, and the key's holders in grant order."""
+
+    current: bool
+    holders: tuple
+
+    @classmethod
+    def _from_pb(cls, resp) -> "Check":
+        return cls(resp.current, tuple(Holder._from_pb(h) for h in resp.holders))
+
+    def __bool__(self) -> bool:
+        return self.current
+
+
+def _wait_request(key, value, ttl_ms, timeout_ms, limit, lock_delay_ms):
+    req = lock_pb2.WaitRequest(key=key, value=value, ttl_ms=ttl_ms, limit=limit, lock_delay_ms=lock_delay_ms)
+    if timeout_ms is not None:
+        req.timeout_ms = timeout_ms
+    return req
+
+
+def _campaign_request(election, name, ttl_ms, timeout_ms, lock_delay_ms):
+    req = election_pb2.CampaignRequest(election=election, name=name, ttl_ms=ttl_ms, lock_delay_ms=lock_delay_ms)
+    if timeout_ms is not None:
+        req.timeout_ms = timeout_ms
+    return req
 
 
 # --- holds ------------------------------------------------------------------
@@ -301,14 +355,14 @@ class _Hold:
 class Lock(_Hold):
     """A held (or to-be-held) lock. Use as a context manager, or acquire()/release()."""
 
-    def __init__(self, client, key, ttl, value, timeout, renew):
+    def __init__(self, client, key, ttl, value, timeout, renew, limit=1, lock_delay=0.0):
         super().__init__(client, key, ttl, timeout, renew)
         self.value = value
+        self.limit = limit
+        self._lock_delay_ms = _ms(lock_delay, "lock_delay")
 
     def _open(self):
-        req = lock_pb2.WaitRequest(key=self.key, value=self.value, ttl_ms=self._ttl_ms)
-        if self._timeout_ms is not None:
-            req.timeout_ms = self._timeout_ms
+        req = _wait_request(self.key, self.value, self._ttl_ms, self._timeout_ms, self.limit, self._lock_delay_ms)
         return self._client._lock.Wait(req)
 
     def _give_up(self):
@@ -325,17 +379,16 @@ class Campaign(_Hold):
 
     _event_field = "elected"
 
-    def __init__(self, client, election, name, ttl, timeout, renew):
+    def __init__(self, client, election, name, ttl, timeout, renew, lock_delay=0.0):
         if not name:
             raise ValueError("a candidate needs a non-empty name")
         super().__init__(client, election, ttl, timeout, renew)
         self.election = election
         self.name = name
+        self._lock_delay_ms = _ms(lock_delay, "lock_delay")
 
     def _open(self):
-        req = election_pb2.CampaignRequest(election=self.election, name=self.name, ttl_ms=self._ttl_ms)
-        if self._timeout_ms is not None:
-            req.timeout_ms = self._timeout_ms
+        req = _campaign_request(self.election, self.name, self._ttl_ms, self._timeout_ms, self._lock_delay_ms)
         return self._client._election.Campaign(req)
 
     def _give_up(self):
@@ -420,6 +473,8 @@ class Client:
         timeout: Optional[float] = None,
         *,
         renew: bool = True,
+        limit: int = 1,
+        lock_delay: float = 0.0,
     ) -> Lock:
         """A lock on `key`, acquired on `with` entry (or `.acquire()`).
 
@@ -428,8 +483,21 @@ class Client:
         value: optional; requests with the same non-empty value share one entry.
         timeout: None waits forever, 0 only takes a free lock, N waits N seconds;
         raises LockTimeout when it gives up.
+        limit: up to this many holders at once (a semaphore); the key's first
+        entry fixes it, another limit raises LimitMismatch.
+        lock_delay: seconds nobody else is granted the key after this hold
+        expires (not after a release), so in-flight writes drain first.
         """
-        return Lock(self, key, ttl, value, timeout, renew)
+        return Lock(self, key, ttl, value, timeout, renew, limit, lock_delay)
+
+    def check(self, key: str, index: int) -> Check:
+        """Whether `index` (a fencing token) holds `key` now; a resource asks
+        before it applies a write. Truthy when current."""
+        try:
+            resp = self._lock.Check(lock_pb2.CheckRequest(key=key, index=index), timeout=self.rpc_timeout)
+        except grpc.RpcError as e:
+            raise _wrap(e, f"check {key!r} index {index}") from None
+        return Check._from_pb(resp)
 
     def get(self, key: str):
         """The raw GetResponse for `key`: holder (if any) and queue."""
@@ -448,10 +516,11 @@ class Client:
         timeout: Optional[float] = None,
         *,
         renew: bool = True,
+        lock_delay: float = 0.0,
     ) -> Campaign:
         """A candidacy of `name` in `election`; `with` waits until elected and
-        resigns on exit. Same ttl/timeout/renew rules as lock()."""
-        return Campaign(self, election, name, ttl, timeout, renew)
+        resigns on exit. Same ttl/timeout/renew/lock_delay rules as lock()."""
+        return Campaign(self, election, name, ttl, timeout, renew, lock_delay)
 
     def leader(self, election: str) -> Optional[Leader]:
         """The current leader, or None."""

@@ -12,6 +12,7 @@
 mod procs;
 mod report;
 mod scenarios;
+mod semaphore;
 mod target;
 
 use std::{process::ExitCode, time::Duration};
@@ -31,6 +32,8 @@ enum Scenario {
     Floor,
     /// kill -9 of the primary gateway (targets with a follower only).
     Failover,
+    /// Handoff on one semaphore key (baton targets with the Lock API only).
+    Semaphore,
 }
 
 impl Scenario {
@@ -43,6 +46,7 @@ impl Scenario {
             Self::Expiry => "expiry lateness",
             Self::Floor => "floor (health check)",
             Self::Failover => "fail-over",
+            Self::Semaphore => semaphore::NAME,
         }
     }
 }
@@ -58,7 +62,7 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TargetKind::Memory, TargetKind::Durable, TargetKind::BatonEtcd, TargetKind::BatonEtcdFollower, TargetKind::EtcdV3lock, TargetKind::BatonElection, TargetKind::EtcdV3election])]
     targets: Vec<TargetKind>,
     /// Scenarios to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Floor, Scenario::Uncontended, Scenario::Handoff, Scenario::Waiters, Scenario::Expiry, Scenario::Failover])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Floor, Scenario::Uncontended, Scenario::Handoff, Scenario::Waiters, Scenario::Expiry, Scenario::Failover, Scenario::Semaphore])]
     scenarios: Vec<Scenario>,
     /// Client counts for the uncontended and floor scenarios.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64, 256])]
@@ -66,6 +70,12 @@ struct Args {
     /// Clients contending for one key in the handoff scenario.
     #[arg(long, default_value_t = 32)]
     handoff_clients: usize,
+    /// Clients contending for one key in the semaphore scenario.
+    #[arg(long, default_value_t = 32)]
+    semaphore_clients: usize,
+    /// The key's limit (holders at once) in the semaphore scenario.
+    #[arg(long, default_value_t = 4)]
+    semaphore_limit: u32,
     /// Waiting requests in the many-waiters scenario.
     #[arg(long, default_value_t = 20_000)]
     waiters: usize,
@@ -105,6 +115,7 @@ async fn main() -> ExitCode {
     if args.smoke {
         args.clients = vec![1, 4];
         args.handoff_clients = 4;
+        args.semaphore_clients = 8;
         args.waiters = 200;
         args.expiry_holders = 20;
         args.expiry_ttl_ms = 1000;
@@ -154,6 +165,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
             if scenario == Scenario::Failover && kind != TargetKind::BatonEtcdFollower {
                 continue;
             }
+            if scenario == Scenario::Semaphore && !semaphore::applies(kind) {
+                continue;
+            }
             let mut target = Target::start(kind).await?;
             target.ready().await?;
             if scenario == Scenario::Failover {
@@ -180,6 +194,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
                 Scenario::Handoff => vec![args.handoff_clients],
                 Scenario::Waiters => vec![args.waiters],
                 Scenario::Expiry => vec![args.expiry_holders],
+                Scenario::Semaphore => vec![args.semaphore_clients],
                 Scenario::Failover => vec![],
             };
             for c in counts {
@@ -193,6 +208,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
                     }
                     Scenario::Expiry => {
                         scenarios::expiry(&target, c, args.expiry_ttl_ms, run).await
+                    }
+                    Scenario::Semaphore => {
+                        semaphore::handoff(&target, c, args.semaphore_limit, phase, run).await
                     }
                     Scenario::Failover => continue,
                 };

@@ -307,6 +307,7 @@ pub async fn failover(target: &mut Target, run: u64) -> Result<Vec<Row>> {
             value: String::new(),
             ttl_ms: 10_000,
             timeout_ms: None,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -362,6 +363,7 @@ pub async fn failover(target: &mut Target, run: u64) -> Result<Vec<Row>> {
                 value: String::new(),
                 ttl_ms: 0,
                 timeout_ms: Some(0),
+                ..Default::default()
             })
             .await;
         if let Ok(s) = attempt {

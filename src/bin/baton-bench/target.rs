@@ -123,6 +123,12 @@ pub struct Target {
 }
 
 impl Target {
+    /// A new connection to the target's gRPC endpoint (baton targets), for
+    /// scenarios that use baton's API beyond [`Session`].
+    pub async fn channel(&self) -> Result<Channel> {
+        Ok(Channel::from_shared(self.url.clone())?.connect().await?)
+    }
+
     /// Starts the processes the target needs.
     pub async fn start(kind: TargetKind) -> Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -370,6 +376,7 @@ impl BatonSession {
                 name: name.clone(),
                 ttl_ms,
                 timeout_ms: None,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -399,6 +406,7 @@ impl Session for BatonSession {
                 value: String::new(),
                 ttl_ms,
                 timeout_ms: None,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -25,6 +25,7 @@ pub fn holder(h: pb::Holder) -> HolderView {
         ttl_ms: h.ttl_ms,
         acquired_at: h.acquired_unix_ms,
         deadline: deadline(h.deadline_unix_ms),
+        lock_delay_ms: h.lock_delay_ms,
     }
 }
 
@@ -43,7 +44,10 @@ pub fn queued_entry(q: pb::QueuedEntry) -> QueuedView {
 pub fn key_view(r: pb::GetResponse) -> KeyView {
     KeyView {
         holder: r.holder.map(holder),
+        holders: r.holders.into_iter().map(holder).collect(),
         queue: r.queue.into_iter().map(queued_entry).collect(),
+        limit: r.limit,
+        delayed_until: deadline(r.delayed_until_unix_ms),
     }
 }
 
@@ -53,6 +57,7 @@ pub fn key_summary(k: pb::KeySummary) -> KeySummary {
         key: k.key,
         holder: k.holder.map(holder),
         queue_length: k.queue_length,
+        delayed_until: deadline(k.delayed_until_unix_ms),
     }
 }
 
@@ -101,6 +106,7 @@ pub fn lock_event(e: pb::LockEvent) -> Result<LockEvent, EngineError> {
         Ok(pb::EventKind::Released) => EventKind::Released,
         Ok(pb::EventKind::Expired) => EventKind::Expired,
         Ok(pb::EventKind::Cancelled) => EventKind::Cancelled,
+        Ok(pb::EventKind::DelayEnded) => EventKind::DelayEnded,
         _ => {
             return Err(EngineError::Internal(format!(
                 "the primary sent an unknown event kind {}",
@@ -117,5 +123,6 @@ pub fn lock_event(e: pb::LockEvent) -> Result<LockEvent, EngineError> {
         at: e.at_unix_ms,
         holder: e.holder.map(holder),
         queue_length: e.queue_length,
+        delayed_until: deadline(e.delayed_until_unix_ms),
     })
 }

@@ -41,7 +41,7 @@ use tonic::{
 
 use super::{
     AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, Release,
-    Renewal, Target, WaitStream, WaitUpdate,
+    Renewal, Target, TokenCheck, WaitStream, WaitUpdate,
 };
 use crate::proto::v1::{
     self as pb, lock_client::LockClient, release_request, renew_request,
@@ -401,6 +401,8 @@ impl Engine for RemoteEngine {
             value: spec.value.unwrap_or_default(),
             ttl_ms: spec.ttl_ms,
             timeout_ms: spec.timeout_ms,
+            limit: spec.limit,
+            lock_delay_ms: spec.lock_delay_ms,
         });
         // The primary answers a wait at once with Queued or Acquired (or
         // with the error that refuses it), so the first step is bounded like
@@ -485,6 +487,20 @@ impl Engine for RemoteEngine {
             .unary(|ch| async move { LockClient::new(ch).get(req).await })
             .await?;
         Ok(convert::key_view(r))
+    }
+
+    async fn check_token(&self, key: &str, index: u64) -> Result<TokenCheck, EngineError> {
+        let req = self.request(pb::CheckRequest {
+            key: key.to_owned(),
+            index,
+        });
+        let r = self
+            .unary(|ch| async move { LockClient::new(ch).check(req).await })
+            .await?;
+        Ok(TokenCheck {
+            current: r.current,
+            holders: r.holders.into_iter().map(convert::holder).collect(),
+        })
     }
 
     /// Pages through `Lock.List` until `limit` keys: a page token is the

@@ -29,6 +29,10 @@ pub fn engine_error(status: &Status, queued_index: Option<u64>) -> EngineError {
     }
     match status.code() {
         Code::NotFound => EngineError::NotFound(m),
+        // A limit mismatch's message says so (TableError::LimitMismatch).
+        Code::FailedPrecondition if m.starts_with("limit mismatch") => {
+            EngineError::LimitMismatch(m)
+        }
         Code::FailedPrecondition => EngineError::NotAcquired(m),
         Code::DeadlineExceeded => EngineError::TimedOut,
         Code::Aborted => match queued_index.or_else(|| index_in(&m)) {

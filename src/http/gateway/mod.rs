@@ -63,6 +63,13 @@ pub fn router() -> Router<Service> {
             ),
         )
         .route(
+            "/v1/lock/check",
+            unary(
+                Some("baton.v1.CheckRequest"),
+                |s, r: pb::CheckRequest| async move { s.check(r).await },
+            ),
+        )
+        .route(
             "/v1/lock/list",
             unary(
                 Some("baton.v1.ListRequest"),

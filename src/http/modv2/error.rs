@@ -219,9 +219,11 @@ impl ModError {
         match e {
             ServiceError::InvalidArgument(m) => Self::invalid_form(cause, &m),
             ServiceError::NotFound(_) => Self::key_not_found(cause),
-            ServiceError::NotAcquired(m) | ServiceError::TimedOut(m) | ServiceError::Aborted(m) => {
-                Self::NotAcquired(m)
-            }
+            // A semaphore key asked for as a lock is not acquired either.
+            ServiceError::NotAcquired(m)
+            | ServiceError::FailedPrecondition(m)
+            | ServiceError::TimedOut(m)
+            | ServiceError::Aborted(m) => Self::NotAcquired(m),
             // etcd's 300 was its internal-error code; the status says which.
             ServiceError::ResourceExhausted(m) => {
                 Self::etcd(300, m, cause, StatusCode::TOO_MANY_REQUESTS)

@@ -191,6 +191,9 @@ async fn acquire(svc: &Service, key: String, p: &Params) -> Result<Response, Mod
         value: p.get("value").unwrap_or_default().to_owned(),
         ttl_ms: ttl_ms(svc, p, cause)?,
         timeout_ms: timeout_ms(p, cause)?,
+        // The seed's lock module has locks only.
+        limit: 1,
+        lock_delay_ms: 0,
     };
     let stream = svc.wait(req).await;
     answer_on_grant(stream, cause, |e| match e.event {
@@ -278,6 +281,7 @@ async fn campaign(svc: &Service, election: String, p: &Params) -> Result<Respons
         name: name.to_owned(),
         ttl_ms,
         timeout_ms: timeout_ms(p, cause)?,
+        lock_delay_ms: 0,
     };
     let stream = svc.campaign(req).await;
     answer_on_grant(stream, cause, |e| match e.event {
