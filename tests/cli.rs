@@ -257,6 +257,17 @@ fn losing_the_lock_stops_the_command_and_fails() {
 }
 
 #[test]
+fn status_without_a_key_describes_the_server() {
+    let server = Server::memory();
+    let o = run(&server, &["status"]);
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.starts_with("baton "), "{text}");
+    assert!(text.contains("backend embedded, role embedded"), "{text}");
+    assert!(!text.contains("primary:"), "{text}");
+}
+
+#[test]
 fn release_by_value_and_index_and_status_output() {
     let server = Server::memory();
     let first = Background::spawn(&server, &["lock", "st", "--value", "w1"]);

@@ -540,3 +540,33 @@ async fn a_lock_delay_survives_the_primary_being_killed() {
         }
     }
 }
+
+/// `baton status` without a key says which gateway it reached and where the
+/// primary is, so an operator can tell the roles apart from a shell.
+#[test]
+fn baton_status_names_each_gateways_role_and_the_primary() {
+    let etcd = Etcd::start();
+    let (p, f) = Server::etcd_pair(&etcd, "/status/", &[]);
+    let status = |server: &Server| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["status"])
+            .env("BATON_ENDPOINT", &server.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run baton status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let of_follower = status(&f);
+    assert!(
+        of_follower.contains("backend etcd, role follower"),
+        "{of_follower}"
+    );
+    assert!(
+        of_follower.contains(&format!("primary: {}", p.url.trim_end_matches('/'))),
+        "{of_follower} (primary at {})",
+        p.url
+    );
+    let of_primary = status(&p);
+    assert!(of_primary.contains("role primary"), "{of_primary}");
+}

@@ -1,17 +1,19 @@
-//! `baton status KEY`.
+//! `baton status [KEY]`: a lock's holder and queue, or, without a key, the
+//! server itself (backend, role among gateways over etcd, primary's URL).
 
 use std::{process::ExitCode, time::SystemTime};
 
 use clap::Args;
 
 use super::{ClientArgs, fail, human, print_lines};
-use crate::client::{Holder, LockStatus, Waiting};
+use crate::client::{Holder, LockStatus, ServerStatus, Waiting};
 
-/// `baton status`: show a lock's holder and queue.
+/// `baton status`: show a lock's holder and queue, or the server's role.
 #[derive(Clone, Debug, Args)]
 pub struct StatusArgs {
-    /// The lock's key (or election's name).
-    pub key: String,
+    /// The lock's key (or election's name). Without it: the server's
+    /// backend, role (embedded, primary, follower) and primary's URL.
+    pub key: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -21,13 +23,47 @@ pub(super) async fn run(args: StatusArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    match client.status(args.key.clone()).await {
+    let Some(key) = args.key else {
+        return match client.server_status().await {
+            Ok(status) => {
+                let _ = print_lines(render_server(&status));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format_args!("cannot read the server's status: {e}")),
+        };
+    };
+    match client.status(key.clone()).await {
         Ok(status) => {
             let _ = print_lines(render(&status, SystemTime::now()));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format_args!("cannot read {:?}: {e}", args.key)),
+        Err(e) => fail(format_args!("cannot read {key:?}: {e}")),
     }
+}
+
+/// The server's report:
+///
+/// ```text
+/// baton 0.1.0, backend etcd, role follower
+/// primary: http://10.0.0.1:4001
+/// keys 3, entries 5, waiters 2, up 1h02m
+/// ```
+fn render_server(s: &ServerStatus) -> Vec<String> {
+    let mut lines = vec![format!(
+        "baton {}, backend {}, role {}",
+        s.version, s.backend, s.role
+    )];
+    if !s.primary_url.is_empty() {
+        lines.push(format!("primary: {}", s.primary_url));
+    }
+    lines.push(format!(
+        "keys {}, entries {}, waiters {}, up {}",
+        s.keys,
+        s.entries,
+        s.waiters,
+        human(s.uptime)
+    ));
+    lines
 }
 
 /// The report, one line each:
@@ -113,6 +149,30 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    #[test]
+    fn renders_the_server_and_its_role() {
+        let status = ServerStatus {
+            version: "0.1.0".into(),
+            backend: "etcd".into(),
+            role: "follower".into(),
+            primary_url: "http://10.0.0.1:4001".into(),
+            keys: 3,
+            entries: 5,
+            waiters: 2,
+            uptime: Duration::from_secs(62),
+        };
+        let lines = render_server(&status);
+        assert_eq!(lines[0], "baton 0.1.0, backend etcd, role follower");
+        assert_eq!(lines[1], "primary: http://10.0.0.1:4001");
+        assert!(lines[2].starts_with("keys 3, entries 5, waiters 2, up "));
+        let embedded = ServerStatus {
+            role: "embedded".into(),
+            primary_url: String::new(),
+            ..status
+        };
+        assert_eq!(render_server(&embedded).len(), 2);
+    }
 
     #[test]
     fn renders_holder_and_queue() {

@@ -20,10 +20,44 @@ use tonic::{
 };
 
 use super::error::ClientError;
-use crate::proto::v1::{election_client::ElectionClient, lock_client::LockClient};
+use crate::proto::v1::{
+    self as pb, election_client::ElectionClient, lock_client::LockClient,
+    status_client::StatusClient,
+};
 
 /// A connection that sends the client's token with every call.
 pub(crate) type Transport = InterceptedService<Channel, TokenHeader>;
+
+/// The generated clients of every baton service, on one endpoint's channel:
+/// what a call through [`Client::with_failover`] is handed.
+pub(crate) struct Stubs {
+    pub(crate) lock: LockClient<Transport>,
+    pub(crate) election: ElectionClient<Transport>,
+    pub(crate) status: StatusClient<Transport>,
+}
+
+/// What a server says of itself (`baton.v1.Status/Get`): which backend it
+/// runs, its role among gateways over etcd, and its size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// The server's version.
+    pub version: String,
+    /// `embedded` or `etcd`.
+    pub backend: String,
+    /// `embedded` (one machine), `primary` or `follower` (gateways over
+    /// etcd).
+    pub role: String,
+    /// The primary's URL, for gateways over etcd; empty otherwise.
+    pub primary_url: String,
+    /// Keys with at least one entry.
+    pub keys: u64,
+    /// Entries (held or queued) across all keys.
+    pub entries: u64,
+    /// Waiting requests.
+    pub waiters: u64,
+    /// How long the server has run.
+    pub uptime: Duration,
+}
 
 /// Adds `authorization: Bearer TOKEN` to each call, when a token was given.
 #[derive(Clone, Default)]
@@ -344,7 +378,7 @@ impl Client {
     /// the token; an unknown token fails here, early.
     async fn ping(&self) -> Result<(), ClientError> {
         let answered = self
-            .unary(|mut lock, _| async move {
+            .unary(|Stubs { mut lock, .. }| async move {
                 lock.get(crate::proto::v1::GetRequest {
                     key: "baton/ping".into(),
                 })
@@ -363,12 +397,12 @@ impl Client {
     /// request timeout.
     pub(crate) async fn unary<T, F, Fut>(&self, mut op: F) -> Result<T, ClientError>
     where
-        F: FnMut(LockClient<Transport>, ElectionClient<Transport>) -> Fut,
+        F: FnMut(Stubs) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let timeout = self.inner.request_timeout;
-        self.with_failover(|lock, election| {
-            let call = op(lock, election);
+        self.with_failover(|stubs| {
+            let call = op(stubs);
             async move {
                 match tokio::time::timeout(timeout, call).await {
                     Ok(r) => r,
@@ -386,11 +420,30 @@ impl Client {
         })
     }
 
+    /// What the server says of itself: backend, role (`embedded`,
+    /// `primary`, `follower`) and the primary's URL, and its size.
+    pub async fn server_status(&self) -> Result<ServerStatus, ClientError> {
+        let r = self
+            .unary(|Stubs { mut status, .. }| async move { status.get(pb::StatusRequest {}).await })
+            .await?
+            .into_inner();
+        Ok(ServerStatus {
+            version: r.version,
+            backend: r.backend,
+            role: r.role,
+            primary_url: r.primary_url,
+            keys: r.keys,
+            entries: r.entries,
+            waiters: r.waiters,
+            uptime: Duration::from_millis(r.uptime_ms),
+        })
+    }
+
     /// Runs `op` on each endpoint in turn, starting with the current one,
     /// until it succeeds or fails with something other than `UNAVAILABLE`.
     pub(crate) async fn with_failover<T, F, Fut>(&self, mut op: F) -> Result<T, Failure>
     where
-        F: FnMut(LockClient<Transport>, ElectionClient<Transport>) -> Fut,
+        F: FnMut(Stubs) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let n = self.inner.endpoints.len();
@@ -401,10 +454,17 @@ impl Client {
             let target = &self.inner.endpoints[i];
             let result = match target.channel() {
                 Ok(channel) => {
-                    op(
-                        LockClient::with_interceptor(channel.clone(), self.inner.token.clone()),
-                        ElectionClient::with_interceptor(channel, self.inner.token.clone()),
-                    )
+                    op(Stubs {
+                        lock: LockClient::with_interceptor(
+                            channel.clone(),
+                            self.inner.token.clone(),
+                        ),
+                        election: ElectionClient::with_interceptor(
+                            channel.clone(),
+                            self.inner.token.clone(),
+                        ),
+                        status: StatusClient::with_interceptor(channel, self.inner.token.clone()),
+                    })
                     .await
                 }
                 Err(s) => Err(s),

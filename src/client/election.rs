@@ -16,13 +16,14 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tonic::Streaming;
 
+use super::connect::Stubs;
 use super::{
-    connect::{Client, Failure, Transport, fails_over},
+    connect::{Client, Failure, fails_over},
     error::{ClientError, millis},
     hold::{self, Hold, Lost, Step, Want},
     lock::{DEFAULT_TTL, nonzero_ms, unix_ms},
 };
-use crate::proto::v1::{self as pb, campaign_event, election_client::ElectionClient};
+use crate::proto::v1::{self as pb, campaign_event};
 
 /// A campaign being put together; see [`Client::campaign`].
 ///
@@ -280,12 +281,16 @@ impl Client {
     pub async fn leader(&self, election: impl Into<String>) -> Result<Option<Leader>, ClientError> {
         let election = election.into();
         let r = self
-            .unary(|_, mut e| {
-                let req = pb::LeaderRequest {
-                    election: election.clone(),
-                };
-                async move { e.leader(req).await }
-            })
+            .unary(
+                |Stubs {
+                     election: mut e, ..
+                 }| {
+                    let req = pb::LeaderRequest {
+                        election: election.clone(),
+                    };
+                    async move { e.leader(req).await }
+                },
+            )
             .await?
             .into_inner();
         Ok(r.leader.map(Leader::from))
@@ -309,13 +314,17 @@ impl Client {
     ) -> Result<Resigned, ClientError> {
         let (election, name) = (election.into(), name.into());
         let r = self
-            .unary(|_, mut e| {
-                let req = pb::ResignRequest {
-                    election: election.clone(),
-                    name: name.clone(),
-                };
-                async move { e.resign(req).await }
-            })
+            .unary(
+                |Stubs {
+                     election: mut e, ..
+                 }| {
+                    let req = pb::ResignRequest {
+                        election: election.clone(),
+                        name: name.clone(),
+                    };
+                    async move { e.resign(req).await }
+                },
+            )
             .await?
             .into_inner();
         Ok(Resigned {
@@ -436,12 +445,16 @@ impl Observing {
     async fn subscribe(&self) -> Result<Streaming<pb::LeaderResponse>, ClientError> {
         let election = self.election.clone();
         self.client
-            .with_failover(|_, mut e: ElectionClient<Transport>| {
-                let req = pb::ObserveRequest {
-                    election: election.clone(),
-                };
-                async move { Ok(e.observe(req).await?.into_inner()) }
-            })
+            .with_failover(
+                |Stubs {
+                     election: mut e, ..
+                 }| {
+                    let req = pb::ObserveRequest {
+                        election: election.clone(),
+                    };
+                    async move { Ok(e.observe(req).await?.into_inner()) }
+                },
+            )
             .await
             .map_err(|f| match f {
                 Failure::Status(s) => ClientError::from_status(&s),

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use super::connect::Stubs;
 use super::{
     connect::{Client, Failure, Transport, fails_over},
     error::{ClientError, millis},
@@ -144,7 +145,7 @@ where
             Err(e) => break Err(e),
         };
         let steps = client
-            .with_failover(|lock, election| open(lock, election, left))
+            .with_failover(|s| open(s.lock, s.election, left))
             .await
             .map_err(|f| match f {
                 Failure::Status(s) => ClientError::from_wait_status(&s, &want.key, want.timeout),
@@ -344,7 +345,7 @@ impl Drop for Hold {
 /// Lock.Release by index (elections share the locks' namespace).
 async fn release(client: &Client, key: &str, index: u64) -> Result<(), ClientError> {
     client
-        .unary(|mut lock, _| {
+        .unary(|Stubs { mut lock, .. }| {
             let req = pb::ReleaseRequest {
                 key: key.to_owned(),
                 target: Some(release_request::Target::Index(index)),
@@ -457,7 +458,7 @@ impl Keeper {
         async move {
             let ttl_ms = millis("ttl", ttl)?;
             client
-                .unary(|mut lock, _| {
+                .unary(|Stubs { mut lock, .. }| {
                     let req = pb::RenewRequest {
                         key: key.clone(),
                         target: Some(renew_request::Target::Index(index)),

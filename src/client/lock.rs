@@ -12,6 +12,7 @@ use std::{
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use super::connect::Stubs;
 use super::{
     connect::Client,
     error::ClientError,
@@ -415,7 +416,7 @@ impl Client {
     pub async fn status(&self, key: impl Into<String>) -> Result<LockStatus, ClientError> {
         let key = key.into();
         let r = self
-            .unary(|mut lock, _| {
+            .unary(|Stubs { mut lock, .. }| {
                 let req = pb::GetRequest { key: key.clone() };
                 async move { lock.get(req).await }
             })
@@ -450,7 +451,7 @@ impl Client {
     ) -> Result<TokenCheck, ClientError> {
         let key = key.into();
         let r = self
-            .unary(|mut lock, _| {
+            .unary(|Stubs { mut lock, .. }| {
                 let req = pb::CheckRequest {
                     key: key.clone(),
                     index,
@@ -486,7 +487,7 @@ impl Client {
         let key = key.into();
         let target = release_target(entry);
         let r = self
-            .unary(|mut lock, _| {
+            .unary(|Stubs { mut lock, .. }| {
                 let req = pb::ReleaseRequest {
                     key: key.clone(),
                     target: Some(target.clone()),
@@ -525,7 +526,7 @@ impl Client {
         let ttl_ms = super::error::millis("ttl", ttl)?;
         let target = renew_target(entry);
         let r = self
-            .unary(|mut lock, _| {
+            .unary(|Stubs { mut lock, .. }| {
                 let req = pb::RenewRequest {
                     key: key.clone(),
                     target: Some(target.clone()),

@@ -35,7 +35,7 @@ pub mod error;
 mod hold;
 pub mod lock;
 
-pub use connect::{Client, ClientBuilder, DEFAULT_ENDPOINT};
+pub use connect::{Client, ClientBuilder, DEFAULT_ENDPOINT, ServerStatus};
 pub use election::{CampaignBuilder, Leader, Leadership, Resigned};
 pub use error::ClientError;
 pub use hold::Lost;
