@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{ClientArgs, fail, lock::LockRequest, print_lines, signals::Signals};
+use super::{ClientArgs, lock::LockRequest, print_lines};
 
 /// `baton acquire`: acquire, print the index, exit 0 (3 if not acquired).
 #[derive(Clone, Debug, Args)]
@@ -20,13 +20,9 @@ pub struct AcquireArgs {
 }
 
 pub(super) async fn run(args: AcquireArgs) -> ExitCode {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => return fail(format_args!("cannot catch signals: {e}")),
-    };
-    let client = match args.client.client() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let (client, mut signals) = match args.client.client_and_signals() {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
     let guard = match args.request.take(&client, &mut signals).await {
         Ok(guard) => guard,

@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
 
-use super::{ClientArgs, fail, hold, human, not_acquired, parse_secs, signals::Signals};
+use super::{ClientArgs, fail, hold, human, not_acquired, parse_secs};
 use crate::client::ClientError;
 
 /// `baton elect`: campaign, then run a command while leading.
@@ -38,13 +38,9 @@ pub struct ElectArgs {
 }
 
 pub(super) async fn run(args: ElectArgs) -> ExitCode {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => return fail(format_args!("cannot catch signals: {e}")),
-    };
-    let client = match args.client.client() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let (client, mut signals) = match args.client.client_and_signals() {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
     let what = format!("the leadership of {:?}", args.election);
     let mut campaign = client

@@ -99,13 +99,9 @@ pub struct LockArgs {
 }
 
 pub(super) async fn run(args: LockArgs) -> ExitCode {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => return fail(format_args!("cannot catch signals: {e}")),
-    };
-    let client = match args.client.client() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let (client, mut signals) = match args.client.client_and_signals() {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
     let guard = match args.request.take(&client, &mut signals).await {
         Ok(guard) => guard,

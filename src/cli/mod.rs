@@ -31,7 +31,7 @@ use std::{
 
 use clap::{Args, Subcommand};
 
-use crate::client::{Client, ClientError, DEFAULT_ENDPOINT};
+use crate::client::{Client, ClientError, DEFAULT_ENDPOINT, Entry};
 
 pub use acquire::AcquireArgs;
 pub use check::CheckArgs;
@@ -69,6 +69,30 @@ pub enum ClientCommand {
     Status(StatusArgs),
 }
 
+/// The entry a subcommand names: by its index or by its value (`renew`,
+/// `release`; the subcommand makes one of them required).
+#[derive(Clone, Debug, Args)]
+pub struct EntryArgs {
+    /// The entry's index (fencing token).
+    #[arg(long, value_name = "I")]
+    pub index: Option<u64>,
+    /// The entry's value (or, in an election, the candidate's name).
+    #[arg(long, value_name = "V")]
+    pub value: Option<String>,
+}
+
+impl EntryArgs {
+    /// The entry, and how to name it in messages.
+    fn entry(&self) -> Result<(Entry, String), ExitCode> {
+        match (self.index, &self.value) {
+            (Some(i), _) => Ok((Entry::Index(i), format!("index {i}"))),
+            (None, Some(v)) => Ok((Entry::Value(v.clone()), format!("value {v:?}"))),
+            // clap requires one of them.
+            (None, None) => Err(fail("give --index or --value")),
+        }
+    }
+}
+
 /// Where the client subcommands find baton.
 #[derive(Clone, Debug, Args)]
 pub struct ClientArgs {
@@ -93,6 +117,16 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// What a long-running subcommand (lock, acquire, elect, observe)
+    /// starts with: its signal handlers, then a client. On failure, the
+    /// exit code after the message was printed.
+    fn client_and_signals(&self) -> Result<(Client, signals::Signals), ExitCode> {
+        let signals =
+            signals::Signals::new().map_err(|e| fail(format_args!("cannot catch signals: {e}")))?;
+        let client = self.client().map_err(fail)?;
+        Ok((client, signals))
+    }
+
     /// A client for the endpoints (connections are made on first use).
     fn client(&self) -> Result<Client, ClientError> {
         let mut builder = Client::builder().endpoints([&self.endpoint]);

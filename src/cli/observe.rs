@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use futures::StreamExt;
 
-use super::{ClientArgs, fail, leader::line, print_lines, signals::Signals};
+use super::{ClientArgs, fail, leader::line, print_lines};
 
 /// `baton observe`: print the leader, then each change, until interrupted.
 #[derive(Clone, Debug, Args)]
@@ -17,13 +17,9 @@ pub struct ObserveArgs {
 }
 
 pub(super) async fn run(args: ObserveArgs) -> ExitCode {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => return fail(format_args!("cannot catch signals: {e}")),
-    };
-    let client = match args.client.client() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let (client, mut signals) = match args.client.client_and_signals() {
+        Ok(pair) => pair,
+        Err(code) => return code,
     };
     let leaders = client.observe(args.election.clone());
     tokio::pin!(leaders);

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{ClientArgs, fail, not_acquired, print_lines};
-use crate::client::{ClientError, Entry};
+use super::{ClientArgs, EntryArgs, fail, not_acquired, print_lines};
+use crate::client::ClientError;
 
 /// `baton release`: remove an entry from a lock's queue.
 #[derive(Clone, Debug, Args)]
@@ -13,12 +13,8 @@ use crate::client::{ClientError, Entry};
 pub struct ReleaseArgs {
     /// The lock's key (or election's name).
     pub key: String,
-    /// The entry's index (fencing token).
-    #[arg(long, value_name = "I")]
-    pub index: Option<u64>,
-    /// The entry's value (or, in an election, the candidate's name).
-    #[arg(long, value_name = "V")]
-    pub value: Option<String>,
+    #[command(flatten)]
+    pub entry: EntryArgs,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -28,11 +24,9 @@ pub(super) async fn run(args: ReleaseArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let (entry, which) = match (args.index, args.value) {
-        (Some(i), _) => (Entry::Index(i), format!("index {i}")),
-        (None, Some(v)) => (Entry::Value(v.clone()), format!("value {v:?}")),
-        // clap requires one of them.
-        (None, None) => return fail("give --index or --value"),
+    let (entry, which) = match args.entry.entry() {
+        Ok(e) => e,
+        Err(code) => return code,
     };
     match client.release(args.key.clone(), entry).await {
         Ok(r) => {

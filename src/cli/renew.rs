@@ -5,8 +5,8 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Args;
 
-use super::{ClientArgs, fail, human, not_acquired, parse_secs, print_lines};
-use crate::client::{ClientError, Entry};
+use super::{ClientArgs, EntryArgs, fail, human, not_acquired, parse_secs, print_lines};
+use crate::client::ClientError;
 
 /// `baton renew`: reset an entry's deadline to now + ttl.
 #[derive(Clone, Debug, Args)]
@@ -14,12 +14,8 @@ use crate::client::{ClientError, Entry};
 pub struct RenewArgs {
     /// The lock's key (or election's name).
     pub key: String,
-    /// The entry's index (fencing token).
-    #[arg(long, value_name = "I")]
-    pub index: Option<u64>,
-    /// The entry's value (or, in an election, the candidate's name).
-    #[arg(long, value_name = "V")]
-    pub value: Option<String>,
+    #[command(flatten)]
+    pub entry: EntryArgs,
     /// The new ttl in seconds, from now (0: never expires).
     #[arg(long, value_name = "S", default_value = "60", value_parser = parse_secs)]
     pub ttl: Duration,
@@ -32,11 +28,9 @@ pub(super) async fn run(args: RenewArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let (entry, which) = match (args.index, args.value) {
-        (Some(i), _) => (Entry::Index(i), format!("index {i}")),
-        (None, Some(v)) => (Entry::Value(v.clone()), format!("value {v:?}")),
-        // clap requires one of them.
-        (None, None) => return fail("give --index or --value"),
+    let (entry, which) = match args.entry.entry() {
+        Ok(e) => e,
+        Err(code) => return code,
     };
     match client.renew(args.key.clone(), entry, args.ttl).await {
         Ok(held) => {
