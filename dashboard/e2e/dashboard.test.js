@@ -323,9 +323,11 @@ describe('baton dashboard in headless Chromium', { timeout: 240000 }, () => {
       const p = curlInBackground(['-N', '-X', 'POST', `${base}/v1/lock/wait`, '-d', JSON.stringify(body)]);
       background.push(p);
     };
+    // Two curl processes race to the server: let "a" hold before "b" asks,
+    // so the oldest holder is known.
     wait({ key: 'e2e-sem', value: 'a', ttlMs: '60000', limit: 2 });
-    wait({ key: 'e2e-sem', value: 'b', ttlMs: '60000', limit: 2 });
     await until('the semaphore in the list', (r) => document.querySelector(r) !== null, row('e2e-sem'));
+    wait({ key: 'e2e-sem', value: 'b', ttlMs: '60000', limit: 2 });
     await page.click(`${row('e2e-sem')} .keybtn`);
     await until('both holders', () => /Semaphore · 2 of 2 held/.test(document.getElementById('detail-sub').textContent));
     assert.equal(await text('#holder .holder-value'), 'a');
