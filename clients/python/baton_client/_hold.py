@@ -1,12 +1,15 @@
 """What the blocking and the asyncio holds share that does no I/O: the
 hold's state, its argument checks, reading the acquisition events and the
-end event, and the requests a hold sends. Kept here so both clients apply
+end event, the requests a hold sends, and the address and credentials
+a client dials. Kept here so both clients apply
 one set of rules; only waiting, renewing and giving up differ between them.
 """
 
 from __future__ import annotations
 
 from typing import Optional
+
+import grpc
 
 from baton_client._pb.baton.v1 import election_pb2, lock_pb2
 from baton_client.errors import BatonError, _ms
@@ -88,3 +91,16 @@ def _campaign_request(election, name, ttl_ms, timeout_ms, lock_delay_ms):
     if timeout_ms is not None:
         req.timeout_ms = timeout_ms
     return req
+
+
+def _channel_target(target: str, credentials):
+    """The host:port to dial and the credentials to dial it with: an
+    `http://` prefix is dropped, an `https://` one means TLS (the system's
+    roots unless `credentials` are given)."""
+    if target.startswith("http://"):
+        target = target[len("http://") :]
+    elif target.startswith("https://"):
+        target = target[len("https://") :]
+        if credentials is None:
+            credentials = grpc.ssl_channel_credentials()
+    return target, credentials

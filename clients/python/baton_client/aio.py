@@ -27,7 +27,7 @@ import grpc
 import grpc.aio
 
 from baton_client.client import DEFAULT_TARGET, Check, Leader
-from baton_client._hold import _HoldState, _campaign_request, _end_reason, _wait_request
+from baton_client._hold import _HoldState, _campaign_request, _channel_target, _end_reason, _wait_request
 from baton_client.errors import BatonError, NotFound, _ms, _wrap
 from baton_client._pb.baton.v1 import election_pb2, election_pb2_grpc, lock_pb2, lock_pb2_grpc
 
@@ -245,12 +245,7 @@ class AsyncClient:
         rpc_timeout: float = 10.0,
         token: Optional[str] = None,
     ):
-        if target.startswith("http://"):
-            target = target[len("http://") :]
-        elif target.startswith("https://"):
-            target = target[len("https://") :]
-            if credentials is None:
-                credentials = grpc.ssl_channel_credentials()
+        target, credentials = _channel_target(target, credentials)
         self.target = target
         self.rpc_timeout = rpc_timeout
         if credentials is None:

@@ -46,7 +46,13 @@ from baton_client.errors import (  # noqa: E402
     _ms,
     _wrap,
 )
-from baton_client._hold import _HoldState, _campaign_request, _end_reason, _wait_request  # noqa: E402
+from baton_client._hold import (  # noqa: E402
+    _campaign_request,
+    _channel_target,
+    _end_reason,
+    _HoldState,
+    _wait_request,
+)
 
 
 class _CallDetails(
@@ -331,12 +337,7 @@ class Client:
         rpc_timeout: float = 10.0,
         token: Optional[str] = None,
     ):
-        if target.startswith("http://"):
-            target = target[len("http://") :]
-        elif target.startswith("https://"):
-            target = target[len("https://") :]
-            if credentials is None:
-                credentials = grpc.ssl_channel_credentials()
+        target, credentials = _channel_target(target, credentials)
         self.target = target
         self.rpc_timeout = rpc_timeout
         if credentials is None:
