@@ -13,7 +13,11 @@ use baton::proto::v1::{
     self as pb, election_client::ElectionClient, lock_client::LockClient, release_request,
     renew_request, wait_event,
 };
-use common::{Server, curl, eventually};
+use common::{
+    Server,
+    auth::{basic, bearer, get, req, write_private},
+    curl, eventually,
+};
 use tonic::{Code, transport::Channel};
 
 const DEPLOYER: &str = "deployer-secret-0001";
@@ -61,15 +65,6 @@ rights = ["metrics"]
     )
 }
 
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write auth file");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-}
-
 struct Authed {
     server: Server,
     log: common::Log,
@@ -88,26 +83,6 @@ fn start() -> Authed {
         file,
         _dir: dir,
     }
-}
-
-/// `message` with `authorization: Bearer SECRET` when a secret is given.
-fn req<T>(message: T, secret: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    if let Some(s) = secret {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {s}").parse().unwrap());
-    }
-    r
-}
-
-async fn get(
-    c: &mut LockClient<Channel>,
-    key: &str,
-    secret: Option<&str>,
-) -> Result<pb::GetResponse, tonic::Status> {
-    c.get(req(pb::GetRequest { key: key.into() }, secret))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 /// Takes `key` through gRPC as `secret`; returns the stream and the index.
@@ -301,10 +276,10 @@ async fn health_and_reflection_stay_open_and_grpcurl_sends_the_token() {
         "baton.v1.Lock/Get",
     ]);
     assert!(!ok && out.contains("Unauthenticated"), "{out}");
-    let bearer = format!("authorization: Bearer {DEPLOYER}");
+    let bearer_header = format!("authorization: Bearer {DEPLOYER}");
     let (ok, out) = grpcurl(&[
         "-H",
-        &bearer,
+        &bearer_header,
         "-d",
         r#"{"key":"jobs/g"}"#,
         &a.server.addr,
@@ -313,7 +288,7 @@ async fn health_and_reflection_stay_open_and_grpcurl_sends_the_token() {
     assert!(ok && out.contains("jobs/g"), "{out}");
     let (ok, out) = grpcurl(&[
         "-H",
-        &bearer,
+        &bearer_header,
         "-d",
         r#"{"key":"web/g"}"#,
         &a.server.addr,
@@ -343,42 +318,34 @@ async fn modv2_takes_http_basic_and_answers_etcd_error_110() {
         r.headers
     );
 
-    let wrong = curl(
+    let wrong = basic(
         addr,
-        &[
-            "-u",
-            "deployer:wrong-secret-000000",
-            "http://ADDR/mod/v2/lock/jobs/m",
-        ],
+        "deployer:wrong-secret-000000",
+        "GET",
+        "http://ADDR/mod/v2/lock/jobs/m",
     );
     assert_eq!(wrong.status, 401, "{wrong:?}");
 
     let user = format!("deployer:{DEPLOYER}");
-    let r = curl(
-        addr,
-        &[
-            "-u",
-            &user,
-            "-X",
-            "POST",
-            "http://ADDR/mod/v2/lock/jobs/m?ttl=60",
-        ],
-    );
+    let r = basic(addr, &user, "POST", "http://ADDR/mod/v2/lock/jobs/m?ttl=60");
     assert_eq!(r.status, 200, "{r:?}");
     let index: u64 = r.body.parse().expect("index");
-    let r = curl(
+    let r = basic(
         addr,
-        &["-u", &user, "http://ADDR/mod/v2/lock/jobs/m?field=index"],
+        &user,
+        "GET",
+        "http://ADDR/mod/v2/lock/jobs/m?field=index",
     );
     assert_eq!(
         (r.status, r.body.as_str()),
         (200, index.to_string().as_str())
     );
     // Bearer works here too.
-    let bearer = format!("Authorization: Bearer {READER}");
-    let r = curl(
+    let r = bearer(
         addr,
-        &["-H", &bearer, "http://ADDR/mod/v2/lock/jobs/m?field=index"],
+        READER,
+        "GET",
+        "http://ADDR/mod/v2/lock/jobs/m?field=index",
     );
     assert_eq!(
         (r.status, r.body.as_str()),
@@ -386,54 +353,43 @@ async fn modv2_takes_http_basic_and_answers_etcd_error_110() {
     );
 
     // Outside the prefixes, or a right the token lacks: 403, code 110.
-    let r = curl(
-        addr,
-        &[
-            "-u",
-            &user,
-            "-X",
-            "POST",
-            "http://ADDR/mod/v2/lock/web/m?ttl=60",
-        ],
-    );
+    let r = basic(addr, &user, "POST", "http://ADDR/mod/v2/lock/web/m?ttl=60");
     assert_eq!(r.status, 403, "{r:?}");
     let body: serde_json::Value = serde_json::from_str(&r.body).expect("json");
     assert_eq!(body["errorCode"], 110, "{r:?}");
     let reader = format!("reader:{READER}");
-    let r = curl(
+    let r = basic(
         addr,
-        &[
-            "-u",
-            &reader,
-            "-X",
-            "DELETE",
-            &format!("http://ADDR/mod/v2/lock/jobs/m?index={index}"),
-        ],
+        &reader,
+        "DELETE",
+        &format!("http://ADDR/mod/v2/lock/jobs/m?index={index}"),
     );
     assert_eq!(r.status, 403, "{r:?}");
-    let r = curl(
+    let r = basic(
         addr,
-        &[
-            "-u",
-            &reader,
-            "-X",
-            "PUT",
-            "http://ADDR/mod/v2/leader/leader/web?ttl=5&name=x",
-        ],
+        &reader,
+        "PUT",
+        "http://ADDR/mod/v2/leader/leader/web?ttl=5&name=x",
     );
     assert_eq!(r.status, 403, "{r:?}");
     // The deployer's prefix "leader/web" covers the election.
-    let r = curl(
+    let r = basic(
         addr,
-        &[
-            "-u",
-            &user,
-            "-X",
-            "PUT",
-            "http://ADDR/mod/v2/leader/leader/web?ttl=5&name=x",
-        ],
+        &user,
+        "PUT",
+        "http://ADDR/mod/v2/leader/leader/web?ttl=5&name=x",
     );
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// The keys of one `/v1/lock/list` page, in order.
+fn page_keys(page: &serde_json::Value) -> Vec<&str> {
+    page["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -441,15 +397,11 @@ async fn json_gateway_takes_bearer_and_filters_lists() {
     let a = start();
     let addr = &a.server.addr;
     for key in ["jobs/1", "web/1", "jobs/2"] {
-        let r = curl(
+        let r = bearer(
             addr,
-            &[
-                "-H",
-                &format!("Authorization: Bearer {OPS}"),
-                "-X",
-                "POST",
-                &format!("http://ADDR/mod/v2/lock/{key}?ttl=60"),
-            ],
+            OPS,
+            "POST",
+            &format!("http://ADDR/mod/v2/lock/{key}?ttl=60"),
         );
         assert_eq!(r.status, 200, "{r:?}");
     }
@@ -465,40 +417,24 @@ async fn json_gateway_takes_bearer_and_filters_lists() {
     let body: serde_json::Value = serde_json::from_str(&r.body).expect("json");
     assert_eq!(body["code"], Code::Unauthenticated as i32);
     // Basic is for /mod/v2 only.
-    let basic = format!("deployer:{DEPLOYER}");
-    let r = curl(addr, &["-u", &basic, "http://ADDR/v1/lock/list"]);
+    let basic_user = format!("deployer:{DEPLOYER}");
+    let r = basic(addr, &basic_user, "GET", "http://ADDR/v1/lock/list");
     assert_eq!(r.status, 401, "{r:?}");
 
-    let bearer = format!("Authorization: Bearer {DEPLOYER}");
-    let r = curl(
-        addr,
-        &["-H", &bearer, "http://ADDR/v1/lock/list?pageSize=1"],
-    );
+    let r = bearer(addr, DEPLOYER, "GET", "http://ADDR/v1/lock/list?pageSize=1");
     assert_eq!(r.status, 200, "{r:?}");
     let page: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-    let keys: Vec<&str> = page["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["key"].as_str().unwrap())
-        .collect();
+    let keys = page_keys(&page);
     assert_eq!(keys, ["jobs/1"], "{page}");
     let token = page["nextPageToken"].as_str().unwrap();
-    let r = curl(
+    let r = bearer(
         addr,
-        &[
-            "-H",
-            &bearer,
-            &format!("http://ADDR/v1/lock/list?pageSize=1&pageToken={token}"),
-        ],
+        DEPLOYER,
+        "GET",
+        &format!("http://ADDR/v1/lock/list?pageSize=1&pageToken={token}"),
     );
     let page: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-    let keys: Vec<&str> = page["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["key"].as_str().unwrap())
-        .collect();
+    let keys = page_keys(&page);
     assert_eq!(keys, ["jobs/2"], "web/1 is skipped: {page}");
     assert_eq!(
         page["nextPageToken"].as_str().unwrap_or_default(),
@@ -506,20 +442,15 @@ async fn json_gateway_takes_bearer_and_filters_lists() {
         "{page}"
     );
     // A prefix the token has nothing under: 403.
-    let r = curl(
+    let r = bearer(
         addr,
-        &["-H", &bearer, "http://ADDR/v1/lock/list?prefix=web/"],
+        DEPLOYER,
+        "GET",
+        "http://ADDR/v1/lock/list?prefix=web/",
     );
     assert_eq!(r.status, 403, "{r:?}");
     // The reader sees every key.
-    let r = curl(
-        addr,
-        &[
-            "-H",
-            &format!("Authorization: Bearer {READER}"),
-            "http://ADDR/v1/lock/list",
-        ],
-    );
+    let r = bearer(addr, READER, "GET", "http://ADDR/v1/lock/list");
     let page: serde_json::Value = serde_json::from_str(&r.body).expect("json");
     assert_eq!(page["keys"].as_array().unwrap().len(), 3, "{page}");
     // A write through the gateway as a read-only token: 403.
@@ -590,44 +521,19 @@ async fn metrics_need_the_metrics_right_and_count_refusals() {
         "{}",
         r.headers
     );
-    let r = curl(
-        addr,
-        &[
-            "-H",
-            &format!("Authorization: Bearer {DEPLOYER}"),
-            "http://ADDR/metrics",
-        ],
-    );
+    let r = bearer(addr, DEPLOYER, "GET", "http://ADDR/metrics");
     assert_eq!(r.status, 403, "{r:?}");
-    let r = curl(
-        addr,
-        &[
-            "-H",
-            &format!("Authorization: Bearer {READER}"),
-            "-X",
-            "POST",
-            "http://ADDR/mod/v2/lock/jobs/x?ttl=1",
-        ],
-    );
+    let r = bearer(addr, READER, "POST", "http://ADDR/mod/v2/lock/jobs/x?ttl=1");
     assert_eq!(r.status, 403, "{r:?}");
     // A name only claimed (HTTP Basic, wrong secret) mints no label value.
-    let r = curl(
+    let r = basic(
         addr,
-        &[
-            "-u",
-            "made-up-name:made-up-secret-0000",
-            "http://ADDR/mod/v2/lock/jobs/x",
-        ],
+        "made-up-name:made-up-secret-0000",
+        "GET",
+        "http://ADDR/mod/v2/lock/jobs/x",
     );
     assert_eq!(r.status, 401, "{r:?}");
-    let r = curl(
-        addr,
-        &[
-            "-H",
-            &format!("Authorization: Bearer {PROM}"),
-            "http://ADDR/metrics",
-        ],
-    );
+    let r = bearer(addr, PROM, "GET", "http://ADDR/metrics");
     assert_eq!(r.status, 200, "{r:?}");
     for line in [
         r#"baton_auth_refusals_total{service="http",method="/metrics",reason="unauthenticated",token=""} 1"#,

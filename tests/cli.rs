@@ -472,6 +472,13 @@ fn acquire_renew_check_and_release_from_a_script() {
 #[test]
 fn lock_takes_a_limit_for_a_semaphore() {
     let server = Server::memory();
+    // `baton lock pool --limit 2 ARGS...`
+    let lock_pool_of_2 = |args: &[&str]| {
+        run(
+            &server,
+            &[&["lock", "pool", "--limit", "2"][..], args].concat(),
+        )
+    };
     let a = run(&server, &["acquire", "pool", "--limit", "2", "--ttl", "30"]);
     let b = run(&server, &["acquire", "pool", "--limit", "2", "--ttl", "30"]);
     assert!(a.status.success() && b.status.success(), "{}", stderr(&b));
@@ -482,19 +489,7 @@ fn lock_takes_a_limit_for_a_semaphore() {
         assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     }
     // Full: a third waits, here not at all.
-    let o = run(
-        &server,
-        &[
-            "lock",
-            "pool",
-            "--limit",
-            "2",
-            "--timeout",
-            "0",
-            "--",
-            "true",
-        ],
-    );
+    let o = lock_pool_of_2(&["--timeout", "0", "--", "true"]);
     assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
     // Another limit on a busy key: refused (1), naming the key's limit.
     let o = run(&server, &["lock", "pool", "--limit", "3", "--", "true"]);
@@ -509,20 +504,6 @@ fn lock_takes_a_limit_for_a_semaphore() {
     // code is the command's.
     let o = run(&server, &["release", "pool", "--index", a.trim()]);
     assert!(o.status.success());
-    let o = run(
-        &server,
-        &[
-            "lock",
-            "pool",
-            "--limit",
-            "2",
-            "--lock-delay",
-            "1",
-            "--",
-            "sh",
-            "-c",
-            "exit 5",
-        ],
-    );
+    let o = lock_pool_of_2(&["--lock-delay", "1", "--", "sh", "-c", "exit 5"]);
     assert_eq!(o.status.code(), Some(5), "stderr: {}", stderr(&o));
 }

@@ -269,21 +269,8 @@ async fn a_deadline_keeps_counting_while_the_server_is_down() {
     let data = dir.path().to_str().unwrap().to_owned();
     let mut server = Server::start(&["--data-dir", &data]);
     let mut c = server.lock().await;
-    let mut s = c
-        .wait(pb::WaitRequest {
-            key: "d".into(),
-            value: "v".into(),
-            ttl_ms: 3000,
-            timeout_ms: None,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let index = match s.message().await.unwrap().unwrap().event {
-        Some(wait_event::Event::Acquired(a)) => a.index,
-        other => panic!("{other:?}"),
-    };
+    let (_s, acquired) = common::acquired(&mut c, common::wait_req("d", "v", 3000, None)).await;
+    let index = acquired.index;
     server.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server = Server::start(&["--data-dir", &data]);
@@ -441,13 +428,6 @@ async fn released_space_is_reclaimed() {
     assert!(list.keys.is_empty());
 }
 
-/// Wall-clock Unix milliseconds, as the server stamps deadlines.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_delay_survives_kill_dash_nine() {
     const DELAY: u64 = 6_000;
@@ -455,36 +435,21 @@ async fn a_lock_delay_survives_kill_dash_nine() {
     let data = dir.path().to_str().unwrap().to_owned();
     let mut server = Server::start(&["--data-dir", &data]);
     let mut c = server.lock().await;
-    let mut s = c
-        .wait(pb::WaitRequest {
-            key: "ld".into(),
-            ttl_ms: 300,
+    let (_s, acquired) = common::acquired(
+        &mut c,
+        pb::WaitRequest {
             lock_delay_ms: DELAY,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let deadline = match s.message().await.unwrap().unwrap().event {
-        Some(wait_event::Event::Acquired(a)) => a.deadline_unix_ms,
-        other => panic!("{other:?}"),
-    };
-    let until = deadline + DELAY;
+            ..common::wait_req("ld", "", 300, None)
+        },
+    )
+    .await;
+    let until = acquired.deadline_unix_ms + DELAY;
     // The hold expires while the server runs; the delay starts.
-    let started = Instant::now();
-    loop {
-        let got = common::view(&mut c, "ld").await;
-        if got.holder.is_none() {
-            assert_eq!(got.delayed_until_unix_ms, until);
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::expect_delay_until(&mut c, "ld", until).await;
     server.kill();
     let server = Server::start(&["--data-dir", &data]);
     let mut c = server.lock().await;
-    let before = wall_ms();
+    let before = common::wall_ms();
     let got = common::view(&mut c, "ld").await;
     if before < until {
         assert_eq!(
@@ -493,28 +458,6 @@ async fn a_lock_delay_survives_kill_dash_nine() {
         );
         assert!(got.holder.is_none());
     }
-    let mut w = c
-        .wait(pb::WaitRequest {
-            key: "ld".into(),
-            ttl_ms: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        match w.message().await.unwrap().unwrap().event {
-            Some(wait_event::Event::Queued(_)) => {}
-            Some(wait_event::Event::Acquired(a)) => {
-                let granted_at = a.deadline_unix_ms - a.ttl_ms;
-                assert!(
-                    granted_at >= until,
-                    "granted {} ms before the delay ended",
-                    until - granted_at
-                );
-                break;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    let mut w = common::wait(&mut c, common::wait_req("ld", "", 10_000, None)).await;
+    common::expect_granted_from(&mut w, until).await;
 }

@@ -8,9 +8,14 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use baton::proto::v1::{self as pb, lock_client::LockClient, wait_event};
-use common::{Server, curl, etcd::Etcd};
-use tonic::{Code, transport::Channel};
+use baton::proto::v1::wait_event;
+use common::{
+    Server,
+    auth::{get, req, write_private},
+    curl,
+    etcd::Etcd,
+};
+use tonic::Code;
 
 const DEPLOYER: &str = "deployer-secret-0001";
 const READER: &str = "reader-secret-000001";
@@ -18,22 +23,16 @@ const CLUSTER: &str = "cluster-secret-0123456789abcdef";
 
 fn files(dir: &std::path::Path) -> (String, String, String) {
     let auth = dir.join("auth.toml");
-    std::fs::write(
+    write_private(
         &auth,
-        format!(
+        &format!(
             "[[token]]\nname = \"deployer\"\nsecret = \"{DEPLOYER}\"\nprefixes = [\"jobs/\"]\nrights = [\"read\", \"write\"]\n\n[[token]]\nname = \"reader\"\nsecret = \"{READER}\"\nprefixes = [\"\"]\nrights = [\"read\"]\n"
         ),
-    )
-    .unwrap();
+    );
     let cluster = dir.join("cluster");
-    std::fs::write(&cluster, format!("{CLUSTER}\n")).unwrap();
+    write_private(&cluster, &format!("{CLUSTER}\n"));
     let other = dir.join("other-cluster");
-    std::fs::write(&other, "another-secret-0123456789abcdef\n").unwrap();
-    #[cfg(unix)]
-    for f in [&auth, &cluster, &other] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    write_private(&other, "another-secret-0123456789abcdef\n");
     let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
     (s(&auth), s(&cluster), s(&other))
 }
@@ -53,25 +52,6 @@ fn wait_for_role(server: &Server, want: &str) {
             == Some(want)
     });
     assert!(ok, "{} did not become {want}", server.addr);
-}
-
-fn req<T>(message: T, secret: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    if let Some(s) = secret {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {s}").parse().unwrap());
-    }
-    r
-}
-
-async fn get(
-    c: &mut LockClient<Channel>,
-    key: &str,
-    secret: Option<&str>,
-) -> Result<pb::GetResponse, tonic::Status> {
-    c.get(req(pb::GetRequest { key: key.into() }, secret))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -487,7 +487,7 @@ async fn a_lock_delay_survives_the_primary_being_killed() {
     let etcd = Etcd::start();
     let (mut p, f) = Server::etcd_pair(&etcd, "/delay/", &["--etcd-primary-ttl-secs", "2"]);
     let mut cf = f.lock().await;
-    let mut s = wait(
+    let (_s, acquired) = common::acquired(
         &mut cf,
         pb::WaitRequest {
             lock_delay_ms: DELAY,
@@ -495,27 +495,11 @@ async fn a_lock_delay_survives_the_primary_being_killed() {
         },
     )
     .await;
-    let deadline = match next_event(&mut s).await.unwrap() {
-        pb::wait_event::Event::Acquired(a) => a.deadline_unix_ms,
-        other => panic!("{other:?}"),
-    };
-    let until = deadline + DELAY;
-    let started = Instant::now();
-    loop {
-        let got = view(&mut cf, "ld").await;
-        if got.holder.is_none() {
-            assert_eq!(got.delayed_until_unix_ms, until);
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let until = acquired.deadline_unix_ms + DELAY;
+    common::expect_delay_until(&mut cf, "ld", until).await;
     p.kill();
     common::etcd::wait_for_role(&f, "primary");
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let before = common::wall_ms();
     let got = view(&mut cf, "ld").await;
     if before < until {
         assert_eq!(
@@ -524,21 +508,7 @@ async fn a_lock_delay_survives_the_primary_being_killed() {
         );
     }
     let mut w = wait(&mut cf, wait_req("ld", "", 10_000, None)).await;
-    loop {
-        match next_event(&mut w).await.unwrap() {
-            pb::wait_event::Event::Queued(_) => {}
-            pb::wait_event::Event::Acquired(a) => {
-                let granted_at = a.deadline_unix_ms - a.ttl_ms;
-                assert!(
-                    granted_at >= until,
-                    "granted {} ms before the delay ended",
-                    until - granted_at
-                );
-                break;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    common::expect_granted_from(&mut w, until).await;
 }
 
 /// `baton status` without a key says which gateway it reached and where the

@@ -222,27 +222,42 @@ fn endpoint_healthy(server: &Server, url: &str, want: bool) -> bool {
     metric_lines(server, "baton_etcd_endpoint_healthy").contains(&line)
 }
 
-/// Every `acquired` index a Lock.Watch stream delivers, until `stop`.
-fn collect_grants(
-    mut stream: tonic::Streaming<pb::LockEvent>,
+/// Everything `pick` takes from a stream's messages, until `stop`; an end or
+/// error before `stop` is an `Err` naming `what` (e.g. "the watch") and how
+/// many `items` it had seen.
+fn collect<M, T>(
+    mut stream: tonic::Streaming<M>,
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<Result<Vec<u64>, String>> {
+    what: &'static str,
+    items: &'static str,
+    pick: impl Fn(M) -> Option<T> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<Vec<T>, String>>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+{
     tokio::spawn(async move {
         let mut seen = Vec::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return Ok(seen),
                 m = stream.message() => match m {
-                    Ok(Some(e)) => {
-                        if e.kind == pb::EventKind::Acquired as i32 {
-                            seen.push(e.index);
-                        }
-                    }
-                    Ok(None) => return Err(format!("the watch ended after {} grants", seen.len())),
-                    Err(s) => return Err(format!("the watch failed after {} grants: {s:?}", seen.len())),
+                    Ok(Some(m)) => seen.extend(pick(m)),
+                    Ok(None) => return Err(format!("{what} ended after {} {items}", seen.len())),
+                    Err(s) => return Err(format!("{what} failed after {} {items}: {s:?}", seen.len())),
                 },
             }
         }
+    })
+}
+
+/// Every `acquired` index a Lock.Watch stream delivers, until `stop`.
+fn collect_grants(
+    stream: tonic::Streaming<pb::LockEvent>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Result<Vec<u64>, String>> {
+    collect(stream, stop, "the watch", "grants", |e| {
+        (e.kind == pb::EventKind::Acquired as i32).then_some(e.index)
     })
 }
 
@@ -312,25 +327,11 @@ fn saw_every_grant(what: &str, seen: &[u64], granted: &BTreeSet<u64>) {
 
 /// Every leader an Observe stream reports, until `stop`.
 fn collect_leaders(
-    mut stream: tonic::Streaming<pb::LeaderResponse>,
+    stream: tonic::Streaming<pb::LeaderResponse>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<Result<Vec<String>, String>> {
-    tokio::spawn(async move {
-        let mut seen = Vec::new();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return Ok(seen),
-                m = stream.message() => match m {
-                    Ok(Some(r)) => {
-                        if let Some(l) = r.leader {
-                            seen.push(l.name);
-                        }
-                    }
-                    Ok(None) => return Err(format!("observe ended after {} leaders", seen.len())),
-                    Err(s) => return Err(format!("observe failed after {} leaders: {s:?}", seen.len())),
-                },
-            }
-        }
+    collect(stream, stop, "observe", "leaders", |r| {
+        r.leader.map(|l| l.name)
     })
 }
 

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+pub mod auth;
 pub mod etcd;
 pub mod history;
 
@@ -265,6 +266,61 @@ pub async fn acquire(
     match next_event(&mut s).await.expect("an event") {
         wait_event::Event::Acquired(a) => (s, a.index),
         other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+/// Opens a Wait stream with `req` and expects the grant at once; returns
+/// the stream (dropping it ends the hold) and the grant.
+pub async fn acquired(
+    c: &mut LockClient<Channel>,
+    req: pb::WaitRequest,
+) -> (Streaming<pb::WaitEvent>, pb::Acquired) {
+    let mut s = wait(c, req).await;
+    match next_event(&mut s).await.expect("an event") {
+        wait_event::Event::Acquired(a) => (s, a),
+        other => panic!("expected acquired, got {other:?}"),
+    }
+}
+
+/// Wall-clock Unix milliseconds, as the server stamps deadlines.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Polls `key` until its hold has expired (10 s at most) and checks that the
+/// lock delay then runs to `until`.
+pub async fn expect_delay_until(c: &mut LockClient<Channel>, key: &str, until: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let got = view(c, key).await;
+        if got.holder.is_none() {
+            assert_eq!(got.delayed_until_unix_ms, until);
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Reads a Wait stream past `queued` events to its grant, and checks the
+/// grant came no earlier than `until` (a lock delay's end).
+pub async fn expect_granted_from(w: &mut Streaming<pb::WaitEvent>, until: u64) {
+    loop {
+        match next_event(w).await.expect("an event") {
+            wait_event::Event::Queued(_) => {}
+            wait_event::Event::Acquired(a) => {
+                let granted_at = a.deadline_unix_ms - a.ttl_ms;
+                assert!(
+                    granted_at >= until,
+                    "granted {} ms before the delay ended",
+                    until - granted_at
+                );
+                return;
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -26,17 +26,9 @@ from typing import Optional
 import grpc
 import grpc.aio
 
-from baton_client.client import (
-    DEFAULT_TARGET,
-    BatonError,
-    Check,
-    Leader,
-    NotFound,
-    _campaign_request,
-    _ms,
-    _wait_request,
-    _wrap,
-)
+from baton_client.client import DEFAULT_TARGET, Check, Leader
+from baton_client._hold import _HoldState, _campaign_request, _channel_target, _end_reason, _wait_request
+from baton_client.errors import BatonError, NotFound, _ms, _wrap
 from baton_client._pb.baton.v1 import election_pb2, election_pb2_grpc, lock_pb2, lock_pb2_grpc
 
 log = logging.getLogger("baton_client.aio")
@@ -44,26 +36,13 @@ log = logging.getLogger("baton_client.aio")
 __all__ = ["AsyncClient", "AsyncLock", "AsyncCampaign"]
 
 
-class _AsyncHold:
+class _AsyncHold(_HoldState):
     """What AsyncLock and AsyncCampaign share: acquire through a stream,
     renew in a task, watch the stream for the end of the hold, give it up on
     exit."""
 
-    _event_field = "acquired"
-
     def __init__(self, client: "AsyncClient", key: str, ttl: float, timeout: Optional[float], renew: bool):
-        self._client = client
-        self.key = key
-        self.ttl = ttl
-        self._ttl_ms = _ms(ttl, "ttl")
-        self._timeout_ms = None if timeout is None else _ms(timeout, "timeout")
-        self._auto_renew = renew
-        self.index: Optional[int] = None
-        """The fencing token, once acquired."""
-        self.deadline_unix_ms: int = 0
-        self._call = None
-        self._held = False
-        self._lost = False
+        super().__init__(client, key, ttl, timeout, renew)
         self._releasing = False
         self._ended = asyncio.Event()
         self._watcher: Optional[asyncio.Task] = None
@@ -74,17 +53,6 @@ class _AsyncHold:
 
     async def _give_up(self):
         raise NotImplementedError
-
-    @property
-    def held(self) -> bool:
-        """True between a successful acquire and release, unless the hold was lost."""
-        return self._held and not self._lost
-
-    @property
-    def lost(self) -> bool:
-        """True once the hold ended while we held it (it expired, or someone
-        else released it): guarded work should stop, the index is stale."""
-        return self._lost
 
     async def wait_lost(self) -> None:
         """Returns when the hold has ended (lost, or released)."""
@@ -99,17 +67,9 @@ class _AsyncHold:
             while True:
                 ev = await call.read()
                 if ev is grpc.aio.EOF:
-                    raise BatonError(f"{self.key!r}: stream closed before acquisition")
-                which = ev.WhichOneof("event")
-                if which == "queued":
-                    self.index = ev.queued.index
-                elif which == self._event_field:
-                    got = getattr(ev, self._event_field)
-                    self.index = got.index
-                    self.deadline_unix_ms = got.deadline_unix_ms
+                    raise self._closed_before_acquisition()
+                if self._take_acquire_event(ev):
                     break
-                else:
-                    raise BatonError(f"{self.key!r}: unexpected {which!r} before acquisition")
         except grpc.RpcError as e:
             call.cancel()
             raise _wrap(e, f"acquire {self.key!r}") from None
@@ -139,8 +99,9 @@ class _AsyncHold:
                 ev = await self._call.read()
                 if ev is grpc.aio.EOF:
                     break
-                if ev.WhichOneof("event") == "ended":
-                    why = lock_pb2.EndReason.Name(ev.ended.reason)
+                reason = _end_reason(ev)
+                if reason is not None:
+                    why = reason
                     break
         except asyncio.CancelledError:
             self._ended.set()
@@ -151,10 +112,10 @@ class _AsyncHold:
 
     async def renew(self, ttl: Optional[float] = None) -> None:
         """Resets the hold's deadline to now + ttl (default: the ttl it was acquired with)."""
-        ttl_ms = self._ttl_ms if ttl is None else _ms(ttl, "ttl")
+        req = self._renew_request(ttl)
         try:
             resp = await self._client._lock.Renew(
-                lock_pb2.RenewRequest(key=self.key, index=self.index, ttl_ms=ttl_ms),
+                req,
                 timeout=self._client.rpc_timeout,
                 metadata=self._client._metadata,
             )
@@ -284,12 +245,7 @@ class AsyncClient:
         rpc_timeout: float = 10.0,
         token: Optional[str] = None,
     ):
-        if target.startswith("http://"):
-            target = target[len("http://") :]
-        elif target.startswith("https://"):
-            target = target[len("https://") :]
-            if credentials is None:
-                credentials = grpc.ssl_channel_credentials()
+        target, credentials = _channel_target(target, credentials)
         self.target = target
         self.rpc_timeout = rpc_timeout
         if credentials is None:

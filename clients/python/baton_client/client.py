@@ -33,67 +33,26 @@ log = logging.getLogger("baton_client")
 DEFAULT_TARGET = "127.0.0.1:4001"
 
 
-# --- errors -----------------------------------------------------------------
-
-
-class BatonError(Exception):
-    """A baton call failed. `code` is the grpc.StatusCode, `details` the server's message."""
-
-    def __init__(self, message: str, code: Optional[grpc.StatusCode] = None, details: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.details = details
-
-
-class LockTimeout(BatonError, TimeoutError):
-    """The lock (or leadership) was not acquired within `timeout`; nothing is left queued."""
-
-
-class LockAborted(BatonError):
-    """The queued request was released by someone else before it acquired."""
-
-
-class LimitMismatch(BatonError):
-    """The key is in use with another limit (a semaphore of N, or a lock);
-    `details` names the key's limit."""
-
-
-class NotFound(BatonError):
-    """No entry matches the index/value/name given."""
-
-
-class Unauthenticated(BatonError):
-    """The server requires a token (baton --auth-file) and got none, or an unknown one."""
-
-
-class PermissionDenied(BatonError):
-    """The token may not do this on this key (outside its prefixes, or without the right)."""
-
-
-def _wrap(err: grpc.RpcError, what: str) -> BatonError:
-    code = err.code() if hasattr(err, "code") else None
-    details = err.details() if hasattr(err, "details") else str(err)
-    message = f"{what}: {code.name if code else 'error'}: {details}"
-    if code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("limit mismatch"):
-        return LimitMismatch(message, code, details)
-    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.FAILED_PRECONDITION):
-        return LockTimeout(message, code, details)
-    if code == grpc.StatusCode.ABORTED:
-        return LockAborted(message, code, details)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(message, code, details)
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(message, code, details)
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return PermissionDenied(message, code, details)
-    return BatonError(message, code, details)
-
-
-def _ms(seconds: float, what: str) -> int:
-    if seconds < 0:
-        raise ValueError(f"{what} must be >= 0 seconds, got {seconds!r}")
-    ms = round(seconds * 1000)
-    return max(ms, 1) if seconds > 0 else 0
+# errors and time conversion live in baton_client.errors, shared with the
+# asyncio client; importing them here keeps `baton_client.client.X` working.
+from baton_client.errors import (  # noqa: E402
+    BatonError,
+    LimitMismatch,
+    LockAborted,
+    LockTimeout,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    _ms,
+    _wrap,
+)
+from baton_client._hold import (  # noqa: E402
+    _campaign_request,
+    _channel_target,
+    _end_reason,
+    _HoldState,
+    _wait_request,
+)
 
 
 class _CallDetails(
@@ -178,42 +137,15 @@ class Check:
         return self.current
 
 
-def _wait_request(key, value, ttl_ms, timeout_ms, limit, lock_delay_ms):
-    req = lock_pb2.WaitRequest(key=key, value=value, ttl_ms=ttl_ms, limit=limit, lock_delay_ms=lock_delay_ms)
-    if timeout_ms is not None:
-        req.timeout_ms = timeout_ms
-    return req
-
-
-def _campaign_request(election, name, ttl_ms, timeout_ms, lock_delay_ms):
-    req = election_pb2.CampaignRequest(election=election, name=name, ttl_ms=ttl_ms, lock_delay_ms=lock_delay_ms)
-    if timeout_ms is not None:
-        req.timeout_ms = timeout_ms
-    return req
-
-
 # --- holds ------------------------------------------------------------------
 
 
-class _Hold:
+class _Hold(_HoldState):
     """What Lock and Campaign share: acquire through a stream, renew in the
     background, watch the stream for the end of the hold, give it up on exit."""
 
-    _event_field = "acquired"
-
     def __init__(self, client: "Client", key: str, ttl: float, timeout: Optional[float], renew: bool):
-        self._client = client
-        self.key = key
-        self.ttl = ttl
-        self._ttl_ms = _ms(ttl, "ttl")
-        self._timeout_ms = None if timeout is None else _ms(timeout, "timeout")
-        self._auto_renew = renew
-        self.index: Optional[int] = None
-        """The fencing token, once acquired."""
-        self.deadline_unix_ms: int = 0
-        self._call = None
-        self._held = False
-        self._lost = False
+        super().__init__(client, key, ttl, timeout, renew)
         self._ended = threading.Event()
         self._stop = threading.Event()
         self._watcher: Optional[threading.Thread] = None
@@ -226,18 +158,6 @@ class _Hold:
     def _give_up(self):
         raise NotImplementedError
 
-    @property
-    def held(self) -> bool:
-        """True between a successful acquire and release, unless the hold was lost."""
-        return self._held and not self._lost
-
-    @property
-    def lost(self) -> bool:
-        """True once the hold ended while we held it (it expired, or someone
-        else released it). Guarded work should stop: the index is no longer
-        valid. Stays True after release."""
-        return self._lost
-
     def acquire(self) -> "_Hold":
         if self._held:
             raise RuntimeError("already acquired")
@@ -245,18 +165,10 @@ class _Hold:
         self._call = call
         try:
             for ev in call:
-                which = ev.WhichOneof("event")
-                if which == "queued":
-                    self.index = ev.queued.index
-                elif which == self._event_field:
-                    got = getattr(ev, self._event_field)
-                    self.index = got.index
-                    self.deadline_unix_ms = got.deadline_unix_ms
+                if self._take_acquire_event(ev):
                     break
-                else:
-                    raise BatonError(f"{self.key!r}: unexpected {which!r} before acquisition")
             else:
-                raise BatonError(f"{self.key!r}: stream closed before acquisition")
+                raise self._closed_before_acquisition()
         except grpc.RpcError as e:
             call.cancel()
             raise _wrap(e, f"acquire {self.key!r}") from None
@@ -286,8 +198,9 @@ class _Hold:
         why = "the stream closed"
         try:
             for ev in self._call:
-                if ev.WhichOneof("event") == "ended":
-                    why = lock_pb2.EndReason.Name(ev.ended.reason)
+                reason = _end_reason(ev)
+                if reason is not None:
+                    why = reason
                     break
         except grpc.RpcError as e:
             why = f"the stream failed: {e.code().name}"
@@ -295,12 +208,9 @@ class _Hold:
 
     def renew(self, ttl: Optional[float] = None) -> None:
         """Resets the hold's deadline to now + ttl (default: the ttl it was acquired with)."""
-        ttl_ms = self._ttl_ms if ttl is None else _ms(ttl, "ttl")
+        req = self._renew_request(ttl)
         try:
-            resp = self._client._lock.Renew(
-                lock_pb2.RenewRequest(key=self.key, index=self.index, ttl_ms=ttl_ms),
-                timeout=self._client.rpc_timeout,
-            )
+            resp = self._client._lock.Renew(req, timeout=self._client.rpc_timeout)
         except grpc.RpcError as e:
             raise _wrap(e, f"renew {self.key!r} index {self.index}") from None
         self.deadline_unix_ms = resp.deadline_unix_ms
@@ -427,12 +337,7 @@ class Client:
         rpc_timeout: float = 10.0,
         token: Optional[str] = None,
     ):
-        if target.startswith("http://"):
-            target = target[len("http://") :]
-        elif target.startswith("https://"):
-            target = target[len("https://") :]
-            if credentials is None:
-                credentials = grpc.ssl_channel_credentials()
+        target, credentials = _channel_target(target, credentials)
         self.target = target
         self.rpc_timeout = rpc_timeout
         if credentials is None:
