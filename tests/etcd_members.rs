@@ -283,6 +283,21 @@ impl Feed {
         Self { curl, out }
     }
 
+    /// Waits until the feed delivered the grant of `index`: curl is then
+    /// connected and watching (it starts on its own, maybe late on a busy
+    /// machine).
+    async fn wait_for(&self, index: u64) {
+        let needle = format!("\"index\":\"{index}\"");
+        for _ in 0..600 {
+            let text = std::fs::read_to_string(self.out.path()).unwrap_or_default();
+            if text.contains(&needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the dashboard feed never delivered grant {index}");
+    }
+
     /// Every `acquired` index the feed delivered; errors if it ended or
     /// reported an error.
     fn grants(mut self) -> Result<Vec<u64>, String> {
@@ -414,6 +429,16 @@ async fn members_killed_and_restarted_under_load_fail_no_request_and_lose_no_eve
             .expect("observe")
             .into_inner();
         observers.push(collect_leaders(o, stop_watching.clone()));
+    }
+    // Every feed is connected before the workload starts: each has seen a
+    // grant made now.
+    {
+        let mut c = a.lock().await;
+        let (_stream, index) = common::acquire(&mut c, "w/ready", "", 0).await;
+        for feed in &feeds {
+            feed.wait_for(index).await;
+        }
+        common::release(&mut c, "w/ready", index).await;
     }
     let stop_campaigns = CancellationToken::new();
     let campaigner = campaigns(&b, stop_campaigns.clone());
