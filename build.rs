@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "baton/v1/lock.proto",
     "baton/v1/election.proto",
     "baton/v1/status.proto",
+    "baton/v1/forward.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -533,27 +533,16 @@ fn many() -> usize {
         .unwrap_or(2_000)
 }
 
-// Measured (debug build, 2 cores shared with another build):
-// - BATON_REMOTE_WAITERS=10000: all 10,000 queued in 3.4-3.8 s over 101
-//   connections (100 streams each, plus the holder's), and drained in order
-//   in 19-28 s (a grant and a forwarded release per waiter, 2-3 ms each).
-// - One connection (BATON_REMOTE_STREAMS_PER_CONN=100000), 400 waiters:
-//   199 queued (plus the holder: hyper's cap of 200 streams), the rest were
-//   parked by h2 until the call timeout. Hence the pool.
+// Every call goes on one forwarding stream (`Forward/Exchange`), so the
+// HTTP/2 cap on streams per connection (hyper's 200) no longer bounds the
+// waiters one follower can queue: the crowd must queue and drain over one
+// connection. (Before the exchange, one gRPC stream per waiter needed a pool
+// of 101 connections for 10,000 waiters.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_waiters_queue_and_drain_in_order() {
     let n = many();
     let s = Server::start(&["--memory", "--max-entries-per-key", "20000"]);
-    // BATON_REMOTE_STREAMS_PER_CONN overrides the pool's sizing, to measure
-    // what one connection does.
-    let opts = RemoteOptions {
-        streams_per_connection: std::env::var("BATON_REMOTE_STREAMS_PER_CONN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(RemoteOptions::default().streams_per_connection),
-        ..RemoteOptions::default()
-    };
-    let per_connection = opts.streams_per_connection;
+    let opts = RemoteOptions::default();
     let e = Arc::new(RemoteEngine::new(&s.url, opts).expect("engine"));
     let (_holder, h) = acquire(&e, "crowd", "", 0).await;
 
@@ -594,10 +583,7 @@ async fn thousands_of_waiters_queue_and_drain_in_order() {
     let view = e.get("crowd").await.expect("get");
     assert_eq!(view.queue.len(), n);
     let connections = e.connections();
-    assert!(
-        connections >= n / per_connection,
-        "{connections} connections for {n} streams"
-    );
+    assert_eq!(connections, 1, "{n} waiters on one forwarding stream");
 
     let drain = Instant::now();
     e.release("crowd", Target::Index(h)).await.expect("release");
@@ -714,4 +700,46 @@ async fn a_followers_clients_see_what_the_primarys_see() {
         seen(Ok(direct)).1.replace(&dq.to_string(), "N"),
         seen(Err(forwarded)).1.replace(&fq.to_string(), "N")
     );
+}
+
+/// A watch whose caller stops reading must not hold up the other calls on
+/// the forwarding stream, nor buffer without bound: once `STREAM_BUFFER`
+/// events wait unread, it ends with `Lagged` here and is withdrawn on the
+/// primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_is_cut_off_and_others_go_on() {
+    use baton::engine::remote::exchange::STREAM_BUFFER;
+
+    let s = Server::memory();
+    let e = engine(&s);
+    let before = open_streams(&s).await;
+    let mut w = e.watch("lag/", true).await.expect("watch");
+    assert_eq!(open_streams(&s).await, before + 1);
+    // Two events (acquired, released) per round, made on the primary
+    // directly while the watch is not read.
+    let mut c = s.lock().await;
+    for _ in 0..STREAM_BUFFER / 2 + 100 {
+        let (_s, index) = common::acquire(&mut c, "lag/k", "", 0).await;
+        common::release(&mut c, "lag/k", index).await;
+    }
+    // Other calls on the same stream still answer.
+    assert_eq!(e.get("lag/k").await.expect("get"), Default::default());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            open_streams(&s).await == before
+        })
+        .await,
+        "the primary still serves the watch nobody reads"
+    );
+    let mut seen = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), w.next()).await;
+        match next.expect("the watch neither gave an event nor ended") {
+            Some(Ok(_)) => seen += 1,
+            Some(Err(EngineError::Lagged(_))) => break,
+            other => panic!("expected events then Lagged, got {other:?} after {seen}"),
+        }
+    }
+    assert_eq!(seen, STREAM_BUFFER, "every buffered event, then the cut");
+    assert!(w.next().await.is_none());
 }

@@ -1,8 +1,10 @@
 //! The gRPC surface: tonic services for `baton.v1.Lock`,
-//! `baton.v1.Election` and `baton.v1.Status`, plus server reflection (v1 and v1alpha, so grpcurl
+//! `baton.v1.Election` and `baton.v1.Status`, `baton.v1.Forward` (how
+//! follower gateways reach the primary), plus server reflection (v1 and v1alpha, so grpcurl
 //! of any age lists the API) and the standard health service.
 
 mod election;
+mod forward;
 mod lock;
 mod status;
 
@@ -36,6 +38,9 @@ pub fn routes(service: Service) -> Result<tonic::service::Routes, GrpcSetupError
         health_reporter
             .set_serving::<pb::status_server::StatusServer<status::StatusGrpc>>()
             .await;
+        health_reporter
+            .set_serving::<pb::forward_server::ForwardServer<forward::ForwardGrpc>>()
+            .await;
     });
     let mut routes = tonic::service::Routes::default();
     routes = routes
@@ -46,8 +51,11 @@ pub fn routes(service: Service) -> Result<tonic::service::Routes, GrpcSetupError
             election::ElectionGrpc(service.clone()),
         ))
         .add_service(pb::status_server::StatusServer::new(status::StatusGrpc(
-            service,
+            service.clone(),
         )))
+        .add_service(pb::forward_server::ForwardServer::new(
+            forward::ForwardGrpc(service),
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -102,6 +102,14 @@ impl Service {
         }
     }
 
+    /// Completes when the server starts shutting down. A transport that
+    /// carries many calls on one long-lived stream (the primary's end of
+    /// `Forward/Exchange`) ends it then, as the service ends its own
+    /// streams.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.shutdown.clone().cancelled_owned()
+    }
+
     /// The caller this service acts for.
     pub fn caller(&self) -> &Caller {
         &self.caller

@@ -13,20 +13,18 @@
 //! ([`RemoteOptions::credential`]), without which the primary treats the
 //! call as any other client's and refuses it.
 //!
-//! Going away is total across the hop: a wait or watch is one gRPC stream to
-//! the primary, and dropping the [`WaitStream`] or [`EventStream`] (or the
-//! `wait` future before it returns) drops the stream, which resets it on the
-//! wire; the primary withdraws the request as for any client that left. One
-//! exception, for the primary's sake: a call dropped before the primary's
-//! response headers is reset as soon as they arrive, not before (see
-//! `open` in this file).
+//! All calls travel on one `baton.v1.Forward/Exchange` stream to the
+//! primary ([`exchange`]). Going away is total across the hop: dropping a
+//! [`WaitStream`] or [`EventStream`] (or the `wait` future before it
+//! returns) withdraws the call on the primary with a `cancel` message, and
+//! the primary ends it as it ends a call whose client left.
 
 pub mod convert;
-pub mod pool;
+pub mod exchange;
 pub mod status;
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -44,10 +42,10 @@ use super::{
     Renewal, Target, TokenCheck, WaitStream, WaitUpdate,
 };
 use crate::proto::v1::{
-    self as pb, lock_client::LockClient, release_request, renew_request,
-    status_client::StatusClient,
+    self as pb, forward_reply::Reply, forward_request::Call as Request, release_request,
+    renew_request,
 };
-use pool::{Pool, Slot};
+use exchange::{Call, Ending, Exchange, StreamReplies};
 
 /// How a [`RemoteEngine`] talks to the primary. Each is meant to become a
 /// command-line flag of the etcd backend.
@@ -59,9 +57,6 @@ pub struct RemoteOptions {
     /// before it fails with `Unavailable`. A wait's own timeout is the
     /// primary's business and is not bounded by this.
     pub call_timeout: Duration,
-    /// Long-lived streams (waits, watches) per connection before the pool
-    /// opens another; see [`pool`] for why 100.
-    pub streams_per_connection: usize,
     /// HTTP/2 ping interval on idle connections, so a primary that vanished
     /// silently is noticed and its streams end with `Unavailable`.
     pub keepalive_interval: Duration,
@@ -89,7 +84,6 @@ impl Default for RemoteOptions {
         Self {
             connect_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(10),
-            streams_per_connection: 100,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             credential: None,
@@ -118,9 +112,34 @@ pub enum RemoteError {
 /// moves it to a new primary.
 pub struct RemoteEngine {
     opts: RemoteOptions,
-    target: RwLock<Arc<Pool>>,
+    target: RwLock<Arc<Primary>>,
     /// `Bearer SECRET` of [`RemoteOptions::credential`].
     authorization: Option<MetadataValue<Ascii>>,
+}
+
+/// One primary: its connection and the exchange open on it.
+struct Primary {
+    url: String,
+    channel: Channel,
+    /// The exchange calls go on; replaced when it breaks.
+    exchange: Mutex<Option<Arc<Exchange>>>,
+    /// Held while an exchange is being opened, so callers that find none
+    /// open one between them.
+    opening: tokio::sync::Mutex<()>,
+    /// Cancelled when this is no longer the primary calls go to.
+    gone: CancellationToken,
+}
+
+impl Primary {
+    /// The open exchange, if it is still usable.
+    fn live(&self) -> Option<Arc<Exchange>> {
+        self.exchange
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|e| !e.is_over())
+            .cloned()
+    }
 }
 
 impl RemoteEngine {
@@ -135,78 +154,110 @@ impl RemoteEngine {
             None => None,
         };
         Ok(Self {
-            target: RwLock::new(Arc::new(pool(url, &opts)?)),
+            target: RwLock::new(Arc::new(primary(url, &opts)?)),
             opts,
             authorization,
         })
     }
 
-    /// `message` as a request to the primary, with the cluster secret.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(message);
-        if let Some(a) = &self.authorization {
-            req.metadata_mut().insert("authorization", a.clone());
-        }
-        req
-    }
-
     /// Moves the engine to the primary at `url` (after a fail-over): new
-    /// calls go there, and every open wait and watch on the old primary
-    /// ends with `Unavailable` (its clients re-queue, as the contract says
-    /// of requests queued on a primary that died). The same URL again is a
+    /// calls go there, and every open call on the old primary ends with
+    /// `Unavailable` (its clients re-queue, as the contract says of
+    /// requests queued on a primary that died). The same URL again is a
     /// no-op.
     pub fn set_target(&self, url: &str) -> Result<(), RemoteError> {
-        let new = Arc::new(pool(url, &self.opts)?);
+        let new = Arc::new(primary(url, &self.opts)?);
         let old = {
             let mut target = self.target.write().unwrap_or_else(|p| p.into_inner());
-            if target.url() == new.url() {
+            if target.url == new.url {
                 return Ok(());
             }
             std::mem::replace(&mut *target, new)
         };
-        tracing::info!(from = %old.url(), to = %url, "forwarding to a new primary");
-        old.gone().cancel();
+        tracing::info!(from = %old.url, to = %url, "forwarding to a new primary");
+        old.gone.cancel();
         Ok(())
     }
 
     /// The primary's URL calls go to now.
     pub fn target_url(&self) -> String {
-        self.pool().url().to_owned()
+        self.primary().url.clone()
     }
 
-    /// Connections open to the current primary.
+    /// Forwarding streams open to the current primary: 1 once a call has
+    /// been made and the stream holds, else 0.
     pub fn connections(&self) -> usize {
-        self.pool().connections()
+        usize::from(self.primary().live().is_some())
     }
 
-    fn pool(&self) -> Arc<Pool> {
+    fn primary(&self) -> Arc<Primary> {
         self.target
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Runs one unary call on the current primary, bounded by
-    /// `call_timeout` and by a retarget.
-    async fn unary<T, F, Fut>(&self, call: F) -> Result<T, EngineError>
-    where
-        F: FnOnce(Channel) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let pool = self.pool();
-        let fut = call(pool.unary_channel());
+    /// The exchange on the current primary, opened if there is none; bounded
+    /// by `call_timeout` and by a retarget.
+    async fn exchange(&self) -> Result<Arc<Exchange>, EngineError> {
+        let primary = self.primary();
+        if let Some(e) = primary.live() {
+            return Ok(e);
+        }
+        let after = self.opts.call_timeout;
+        let open = async {
+            let _opening = primary.opening.lock().await;
+            if let Some(e) = primary.live() {
+                return Ok(e);
+            }
+            let e = Exchange::open(
+                &primary.url,
+                primary.channel.clone(),
+                self.authorization.clone(),
+                primary.gone.clone(),
+            )
+            .await?;
+            *primary.exchange.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            Ok(e)
+        };
         tokio::select! {
-            r = tokio::time::timeout(self.opts.call_timeout, fut) => match r {
-                Ok(Ok(resp)) => Ok(resp.into_inner()),
-                Ok(Err(s)) => Err(status::engine_error(&s, None)),
-                Err(_) => Err(no_answer(pool.url(), self.opts.call_timeout)),
-            },
-            () = pool.gone().cancelled() => Err(moved(pool.url())),
+            r = tokio::time::timeout(after, open) => r.unwrap_or_else(|_| Err(no_answer(&primary.url, after))),
+            () = primary.gone.cancelled() => Err(moved(&primary.url)),
+        }
+    }
+
+    /// Runs one unary call on the current primary, bounded by
+    /// `call_timeout`. Dropping the future withdraws the call.
+    async fn unary(&self, request: Request) -> Result<Reply, EngineError> {
+        let exchange = self.exchange().await?;
+        let (_call, reply) = exchange.unary(request)?;
+        let after = self.opts.call_timeout;
+        match tokio::time::timeout(after, reply).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(ending))) => Err(ending_error(ending, None)),
+            Ok(Err(_)) => Err(closed(&self.primary().url)),
+            Err(_) => Err(no_answer(&self.primary().url, after)),
+        }
+    }
+
+    /// Opens a wait or watch and reads its first reply, bounded by
+    /// `call_timeout`. Dropping the future withdraws the call.
+    async fn open_stream(
+        &self,
+        request: Request,
+    ) -> Result<(Call, StreamReplies, Reply), EngineError> {
+        let exchange = self.exchange().await?;
+        let (call, mut replies) = exchange.stream(request)?;
+        let after = self.opts.call_timeout;
+        match tokio::time::timeout(after, replies.next()).await {
+            Ok(Ok(first)) => Ok((call, replies, first)),
+            Ok(Err(ending)) => Err(ending_error(ending, None)),
+            Err(_) => Err(no_answer(&self.primary().url, after)),
         }
     }
 }
 
-fn pool(url: &str, opts: &RemoteOptions) -> Result<Pool, RemoteError> {
+fn primary(url: &str, opts: &RemoteOptions) -> Result<Primary, RemoteError> {
     let invalid = |reason: String| RemoteError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -225,11 +276,13 @@ fn pool(url: &str, opts: &RemoteOptions) -> Result<Pool, RemoteError> {
     } else {
         endpoint
     };
-    Ok(Pool::new(
-        url.to_owned(),
-        endpoint,
-        opts.streams_per_connection,
-    ))
+    Ok(Primary {
+        url: url.to_owned(),
+        channel: endpoint.connect_lazy(),
+        exchange: Mutex::new(None),
+        opening: tokio::sync::Mutex::new(()),
+        gone: CancellationToken::new(),
+    })
 }
 
 /// The largest page the primary's `Lock.List` returns. A primary that
@@ -251,16 +304,31 @@ fn closed(url: &str) -> EngineError {
     EngineError::Unavailable(format!("the primary at {url} closed the stream"))
 }
 
-/// An open `Lock.Wait` stream to the primary, as [`WaitStream`] reads it.
+/// The engine error a call that ended without its reply stands for.
+fn ending_error(ending: Ending, queued_index: Option<u64>) -> EngineError {
+    match ending {
+        Ending::Failed(s) => status::engine_error(&s, queued_index),
+        Ending::Gone(e) => e,
+        Ending::Ended => EngineError::Internal("the primary ended a call without answering".into()),
+    }
+}
+
+/// A reply of the wrong kind: the primary runs another version of baton.
+fn unexpected(what: &str, reply: &Reply) -> EngineError {
+    EngineError::Internal(format!(
+        "the primary answered a forwarded {what} with {reply:?}"
+    ))
+}
+
+/// An open wait on the primary, as [`WaitStream`] reads it.
 struct WaitState {
-    inner: tonic::Streaming<pb::WaitEvent>,
+    replies: StreamReplies,
     first: Option<WaitUpdate>,
     /// The index the Queued step gave, for ABORTED (released while queued).
     queued_index: Option<u64>,
     done: bool,
-    pool: Arc<Pool>,
-    // Held for the stream's life: its place on the connection.
-    _slot: Arc<Slot>,
+    // Held for the stream's life: dropping it withdraws the wait.
+    _call: Call,
 }
 
 impl WaitState {
@@ -271,10 +339,14 @@ impl WaitState {
         if self.done {
             return None;
         }
-        let update = match next_message(&mut self.inner, &self.pool).await {
-            Next::Message(event) => convert::wait_update(event),
-            Next::Ended(e) => Err(e),
-            Next::Failed(s) => Err(status::engine_error(&s, self.queued_index)),
+        let update = match self.replies.next().await {
+            Ok(Reply::WaitEvent(event)) => convert::wait_update(event),
+            Ok(other) => Err(unexpected("wait", &other)),
+            Err(Ending::Ended) => {
+                self.done = true;
+                return None;
+            }
+            Err(ending) => Err(ending_error(ending, self.queued_index)),
         };
         match &update {
             Ok(WaitUpdate::Queued { index, .. }) => self.queued_index = Some(*index),
@@ -285,36 +357,11 @@ impl WaitState {
     }
 }
 
-/// What a stream to the primary gave next.
-enum Next<T> {
-    Message(T),
-    /// The engine moved to another primary, or the primary closed the
-    /// stream.
-    Ended(EngineError),
-    /// The primary (or the connection) failed the stream.
-    Failed(tonic::Status),
-}
-
-/// The next message of a stream to the primary, unless the engine moves
-/// to another primary first.
-async fn next_message<T>(inner: &mut tonic::Streaming<T>, pool: &Pool) -> Next<T> {
-    let item = tokio::select! {
-        m = inner.message() => m,
-        () = pool.gone().cancelled() => return Next::Ended(moved(pool.url())),
-    };
-    match item {
-        Ok(Some(m)) => Next::Message(m),
-        Ok(None) => Next::Ended(closed(pool.url())),
-        Err(s) => Next::Failed(s),
-    }
-}
-
-/// An open `Lock.Watch` stream to the primary.
+/// An open watch on the primary.
 struct WatchState {
-    inner: tonic::Streaming<pb::LockEvent>,
+    replies: StreamReplies,
     done: bool,
-    pool: Arc<Pool>,
-    _slot: Arc<Slot>,
+    _call: Call,
 }
 
 impl WatchState {
@@ -322,10 +369,14 @@ impl WatchState {
         if self.done {
             return None;
         }
-        let event = match next_message(&mut self.inner, &self.pool).await {
-            Next::Message(e) => convert::lock_event(e),
-            Next::Ended(e) => Err(e),
-            Next::Failed(s) => Err(status::engine_error(&s, None)),
+        let event = match self.replies.next().await {
+            Ok(Reply::LockEvent(e)) => convert::lock_event(e),
+            Ok(other) => Err(unexpected("watch", &other)),
+            Err(Ending::Ended) => {
+                self.done = true;
+                return None;
+            }
+            Err(ending) => Err(ending_error(ending, None)),
         };
         if event.is_err() {
             self.done = true;
@@ -334,69 +385,10 @@ impl WatchState {
     }
 }
 
-/// Starts a server-streaming call and returns it once the primary has
-/// answered with its response headers.
-///
-/// The call runs on a task of its own so that a caller who goes away before
-/// the headers arrive does not reset a stream the primary has not accepted
-/// yet: h2 servers (hyper's included) count such resets as a "rapid reset"
-/// attack and, past 20 pending at once, close the whole connection with
-/// `GOAWAY(ENHANCE_YOUR_CALM, "too_many_resets")`, ending up to
-/// `streams_per_connection` other clients' waits. Measured: 3,000 waits
-/// dropped within 10 ms through one engine lost ~60 streams that way.
-/// Instead the task waits for the headers (which the primary sends only
-/// after its engine has registered the request) and then drops the stream,
-/// which resets it and withdraws the request on the primary a round trip
-/// later.
-async fn open<T: Send + 'static>(
-    pool: &Pool,
-    slot: Arc<Slot>,
-    after: Duration,
-    call: impl Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>
-    + Send
-    + 'static,
-) -> Result<tonic::Streaming<T>, EngineError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let gone = pool.gone().clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            r = tokio::time::timeout(after, call) => {
-                // If the caller left, the stream is dropped (and reset) here,
-                // and its place on the connection only now.
-                let _ = tx.send(r);
-                drop(slot);
-            }
-            () = gone.cancelled() => {}
-        }
-    });
-    match rx.await {
-        Ok(Ok(Ok(resp))) => Ok(resp.into_inner()),
-        Ok(Ok(Err(s))) => Err(status::engine_error(&s, None)),
-        Ok(Err(_)) => Err(no_answer(pool.url(), after)),
-        Err(_) => Err(moved(pool.url())),
-    }
-}
-
-/// Runs `fut` unless `gone` is cancelled or `after` passes first.
-async fn first_step<T>(
-    pool: &Pool,
-    after: Duration,
-    fut: impl Future<Output = Result<T, EngineError>>,
-) -> Result<T, EngineError> {
-    let gone: &CancellationToken = pool.gone();
-    tokio::select! {
-        r = tokio::time::timeout(after, fut) => r.unwrap_or_else(|_| Err(no_answer(pool.url(), after))),
-        () = gone.cancelled() => Err(moved(pool.url())),
-    }
-}
-
 #[async_trait]
 impl Engine for RemoteEngine {
     async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
-        let pool = self.pool();
-        let slot = Arc::new(pool.stream_slot());
-        let mut client = LockClient::new(slot.channel());
-        let req = self.request(pb::WaitRequest {
+        let request = Request::Wait(pb::WaitRequest {
             key: spec.key,
             value: spec.value.unwrap_or_default(),
             ttl_ms: spec.ttl_ms,
@@ -406,34 +398,22 @@ impl Engine for RemoteEngine {
         });
         // The primary answers a wait at once with Queued or Acquired (or
         // with the error that refuses it), so the first step is bounded like
-        // a unary call. If this future is dropped meanwhile, the stream goes
+        // a unary call. If this future is dropped meanwhile, the call goes
         // with it and the primary withdraws the request.
-        let after = self.opts.call_timeout;
-        let (inner, first) = first_step(&pool, after, async {
-            let mut inner = open(
-                &pool,
-                slot.clone(),
-                after,
-                async move { client.wait(req).await },
-            )
-            .await?;
-            match inner.message().await {
-                Ok(Some(event)) => Ok((inner, convert::wait_update(event)?)),
-                Ok(None) => Err(closed(pool.url())),
-                Err(s) => Err(status::engine_error(&s, None)),
-            }
-        })
-        .await?;
+        let (call, replies, first) = self.open_stream(request).await?;
+        let first = match first {
+            Reply::WaitEvent(event) => convert::wait_update(event)?,
+            other => return Err(unexpected("wait", &other)),
+        };
         let state = WaitState {
-            inner,
+            replies,
             queued_index: match &first {
                 WaitUpdate::Queued { index, .. } => Some(*index),
                 _ => None,
             },
             done: matches!(first, WaitUpdate::Ended { .. }),
             first: Some(first),
-            pool: pool.clone(),
-            _slot: slot,
+            _call: call,
         };
         let stream =
             futures::stream::unfold(
@@ -444,7 +424,7 @@ impl Engine for RemoteEngine {
     }
 
     async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
-        let req = self.request(pb::RenewRequest {
+        let request = Request::Renew(pb::RenewRequest {
             key: key.to_owned(),
             target: Some(match target {
                 Target::Index(i) => renew_request::Target::Index(i),
@@ -452,55 +432,55 @@ impl Engine for RemoteEngine {
             }),
             ttl_ms,
         });
-        let r = self
-            .unary(|ch| async move { LockClient::new(ch).renew(req).await })
-            .await?;
-        Ok(Renewal {
-            index: r.index,
-            held: r.held,
-            deadline: (r.deadline_unix_ms != 0).then_some(r.deadline_unix_ms),
-        })
+        match self.unary(request).await? {
+            Reply::Renew(r) => Ok(Renewal {
+                index: r.index,
+                held: r.held,
+                deadline: (r.deadline_unix_ms != 0).then_some(r.deadline_unix_ms),
+            }),
+            other => Err(unexpected("renew", &other)),
+        }
     }
 
     async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError> {
-        let req = self.request(pb::ReleaseRequest {
+        let request = Request::Release(pb::ReleaseRequest {
             key: key.to_owned(),
             target: Some(match target {
                 Target::Index(i) => release_request::Target::Index(i),
                 Target::Value(v) => release_request::Target::Value(v),
             }),
         });
-        let r = self
-            .unary(|ch| async move { LockClient::new(ch).release(req).await })
-            .await?;
-        Ok(Release {
-            index: r.index,
-            was_holder: r.was_holder,
-        })
+        match self.unary(request).await? {
+            Reply::Release(r) => Ok(Release {
+                index: r.index,
+                was_holder: r.was_holder,
+            }),
+            other => Err(unexpected("release", &other)),
+        }
     }
 
     async fn get(&self, key: &str) -> Result<KeyView, EngineError> {
-        let req = self.request(pb::GetRequest {
+        let request = Request::Get(pb::GetRequest {
             key: key.to_owned(),
         });
-        let r = self
-            .unary(|ch| async move { LockClient::new(ch).get(req).await })
-            .await?;
-        Ok(convert::key_view(r))
+        match self.unary(request).await? {
+            Reply::Get(r) => Ok(convert::key_view(r)),
+            other => Err(unexpected("get", &other)),
+        }
     }
 
     async fn check_token(&self, key: &str, index: u64) -> Result<TokenCheck, EngineError> {
-        let req = self.request(pb::CheckRequest {
+        let request = Request::Check(pb::CheckRequest {
             key: key.to_owned(),
             index,
         });
-        let r = self
-            .unary(|ch| async move { LockClient::new(ch).check(req).await })
-            .await?;
-        Ok(TokenCheck {
-            current: r.current,
-            holders: r.holders.into_iter().map(convert::holder).collect(),
-        })
+        match self.unary(request).await? {
+            Reply::Check(r) => Ok(TokenCheck {
+                current: r.current,
+                holders: r.holders.into_iter().map(convert::holder).collect(),
+            }),
+            other => Err(unexpected("check", &other)),
+        }
     }
 
     /// Pages through `Lock.List` until `limit` keys: a page token is the
@@ -514,14 +494,15 @@ impl Engine for RemoteEngine {
         let mut keys = Vec::new();
         let mut token = after.unwrap_or_default().to_owned();
         while keys.len() < limit {
-            let req = self.request(pb::ListRequest {
+            let request = Request::List(pb::ListRequest {
                 prefix: prefix.to_owned(),
                 page_size: (limit - keys.len()).min(MAX_PAGE) as u32,
                 page_token: token,
             });
-            let page = self
-                .unary(|ch| async move { LockClient::new(ch).list(req).await })
-                .await?;
+            let page = match self.unary(request).await? {
+                Reply::List(page) => page,
+                other => return Err(unexpected("list", &other)),
+            };
             keys.extend(page.keys.into_iter().map(convert::key_summary));
             if page.next_page_token.is_empty() {
                 break;
@@ -533,29 +514,20 @@ impl Engine for RemoteEngine {
     }
 
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
-        let pool = self.pool();
-        let slot = Arc::new(pool.stream_slot());
-        let mut client = LockClient::new(slot.channel());
-        let req = self.request(pb::WatchRequest {
+        let request = Request::Watch(pb::WatchRequest {
             key: key.to_owned(),
             prefix,
         });
-        // The primary subscribes before it sends the response headers, so
-        // once this returns no later change is missed.
-        let after = self.opts.call_timeout;
-        let inner = first_step(
-            &pool,
-            after,
-            open(&pool, slot.clone(), after, async move {
-                client.watch(req).await
-            }),
-        )
-        .await?;
+        // The primary says `opened` once it has subscribed, so once this
+        // returns no later change is missed.
+        let (call, replies, first) = self.open_stream(request).await?;
+        if !matches!(first, Reply::Opened(_)) {
+            return Err(unexpected("watch", &first));
+        }
         let state = WatchState {
-            inner,
+            replies,
             done: false,
-            pool: pool.clone(),
-            _slot: slot,
+            _call: call,
         };
         let stream =
             futures::stream::unfold(
@@ -566,15 +538,14 @@ impl Engine for RemoteEngine {
     }
 
     async fn stats(&self) -> Result<EngineStats, EngineError> {
-        let req = self.request(pb::StatusRequest {});
-        let r = self
-            .unary(|ch| async move { StatusClient::new(ch).get(req).await })
-            .await?;
-        Ok(EngineStats {
-            keys: r.keys,
-            entries: r.entries,
-            waiters: r.waiters,
-        })
+        match self.unary(Request::Status(pb::StatusRequest {})).await? {
+            Reply::Status(r) => Ok(EngineStats {
+                keys: r.keys,
+                entries: r.entries,
+                waiters: r.waiters,
+            }),
+            other => Err(unexpected("status", &other)),
+        }
     }
 
     /// Forwarding followers are only made by the etcd backend.

@@ -1,0 +1,198 @@
+//! `baton.v1.Forward` over gRPC: the primary's end of a follower's one
+//! forwarding stream (the follower's end is `engine::remote::exchange`).
+//!
+//! Each call on the stream runs as a task of its own on the service layer,
+//! for the caller the stream was opened by, exactly as if it had come on a
+//! stream of its own: the same checks, limits, metrics and answers. A call
+//! ends when it has answered, when the follower cancels it, or when the
+//! exchange ends (the follower went away, or this server shuts down); the
+//! last two drop the call's task, which withdraws a wait as a reset stream
+//! would.
+
+use std::collections::HashMap;
+
+use futures::{Stream, StreamExt};
+use tokio::{sync::mpsc, task::JoinSet};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{GrpcStream, for_caller};
+use crate::proto::v1::{self as pb, forward_reply::Reply, forward_request::Call};
+use crate::service::{Service, ServiceError};
+
+/// Replies waiting for the follower to read them. When it stops reading,
+/// calls wait to send, and a watch's own buffer on the engine then decides
+/// when it is cut off as lagging.
+const REPLY_BUFFER: usize = 1024;
+
+/// The tonic `Forward` service.
+pub struct ForwardGrpc(pub Service);
+
+#[tonic::async_trait]
+impl pb::forward_server::Forward for ForwardGrpc {
+    type ExchangeStream = GrpcStream<pb::ForwardReply>;
+
+    async fn exchange(
+        &self,
+        req: Request<Streaming<pb::ForwardRequest>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let service = for_caller(&self.0, &req);
+        let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+        tokio::spawn(serve(service, req.into_inner(), tx));
+        let replies = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+type Replies = mpsc::Sender<Result<pb::ForwardReply, Status>>;
+
+/// Starts every call the follower sends, until the follower goes away or
+/// the server shuts down; then ends the calls still open.
+async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx: Replies) {
+    let mut calls = JoinSet::new();
+    // The open calls by id, and back.
+    let mut by_id: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
+    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let closing = service.closing();
+    tokio::pin!(closing);
+    loop {
+        tokio::select! {
+            () = &mut closing => {
+                let _ = tx
+                    .send(Err(Status::unavailable("the server is shutting down")))
+                    .await;
+                break;
+            }
+            () = tx.closed() => break,
+            Some(done) = calls.join_next_with_id() => {
+                let task = match done {
+                    Ok((task, ())) => task,
+                    Err(e) => e.id(),
+                };
+                if let Some(id) = ids.remove(&task) {
+                    by_id.remove(&id);
+                }
+            }
+            next = requests.message() => match next {
+                Ok(Some(pb::ForwardRequest { id, call: Some(Call::Cancel(_)) })) => {
+                    if let Some(task) = by_id.remove(&id) {
+                        ids.remove(&task.id());
+                        task.abort();
+                    }
+                }
+                Ok(Some(pb::ForwardRequest { id, call: Some(call) })) => {
+                    let task = calls.spawn(run(service.clone(), id, call, tx.clone()));
+                    ids.insert(task.id(), id);
+                    by_id.insert(id, task);
+                }
+                Ok(Some(pb::ForwardRequest { id, call: None })) => {
+                    let _ = tx.send(Ok(failed(id, &Status::invalid_argument("a forwarded request without a call")))).await;
+                }
+                // The follower closed its side or went away: its clients
+                // are gone with it.
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    // Dropping the set aborts every call still open.
+    calls.shutdown().await;
+}
+
+/// Runs one call and sends its replies.
+async fn run(service: Service, id: u64, call: Call, tx: Replies) {
+    let send = |reply: Reply| {
+        let tx = tx.clone();
+        async move {
+            tx.send(Ok(pb::ForwardReply {
+                id,
+                reply: Some(reply),
+            }))
+            .await
+            .is_ok()
+        }
+    };
+    let one = |r: Result<Reply, ServiceError>| match r {
+        Ok(reply) => reply,
+        Err(e) => failure(&Status::from(e)),
+    };
+    match call {
+        Call::Wait(req) => match service.wait(req).await {
+            Ok(events) => {
+                let end = forward(events, Reply::WaitEvent, &send).await;
+                send(end).await;
+            }
+            Err(e) => {
+                send(failure(&Status::from(e))).await;
+            }
+        },
+        Call::Watch(req) => match service.watch(req).await {
+            Ok(events) => {
+                if send(Reply::Opened(pb::ForwardOpened {})).await {
+                    let end = forward(events, Reply::LockEvent, &send).await;
+                    send(end).await;
+                }
+            }
+            Err(e) => {
+                send(failure(&Status::from(e))).await;
+            }
+        },
+        Call::Renew(req) => {
+            send(one(service.renew(req).await.map(Reply::Renew))).await;
+        }
+        Call::Release(req) => {
+            send(one(service.release(req).await.map(Reply::Release))).await;
+        }
+        Call::Get(req) => {
+            send(one(service.get(req).await.map(Reply::Get))).await;
+        }
+        Call::Check(req) => {
+            send(one(service.check(req).await.map(Reply::Check))).await;
+        }
+        Call::List(req) => {
+            send(one(service.list(req).await.map(Reply::List))).await;
+        }
+        Call::Status(req) => {
+            send(one(service.status(req).await.map(Reply::Status))).await;
+        }
+        // Handled by `serve`.
+        Call::Cancel(_) => {}
+    }
+}
+
+/// Sends each item of `events`; returns the reply that ends the call.
+async fn forward<T, F, Fut>(
+    events: impl Stream<Item = Result<T, ServiceError>>,
+    wrap: impl Fn(T) -> Reply,
+    send: &F,
+) -> Reply
+where
+    F: Fn(Reply) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut events = std::pin::pin!(events);
+    while let Some(item) = events.next().await {
+        match item {
+            Ok(event) => {
+                if !send(wrap(event)).await {
+                    // The exchange is gone; nobody hears the end either.
+                    return Reply::Ended(pb::ForwardEnded {});
+                }
+            }
+            Err(e) => return failure(&Status::from(e)),
+        }
+    }
+    Reply::Ended(pb::ForwardEnded {})
+}
+
+fn failure(status: &Status) -> Reply {
+    Reply::Failed(pb::ForwardFailure {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    })
+}
+
+fn failed(id: u64, status: &Status) -> pb::ForwardReply {
+    pb::ForwardReply {
+        id,
+        reply: Some(failure(status)),
+    }
+}
