@@ -6,7 +6,7 @@
 //! produces them: the store is the layer below the engine, and a journal
 //! (this one on redb, or the etcd backend's) must be able to write and
 //! restore them without importing the engine. `store` imports nothing from
-//! the layers above it.
+//! the layers above it (`tests/layering.rs` checks).
 
 use thiserror::Error;
 
