@@ -3,6 +3,10 @@
 //! from the descriptor set, and `pbjson-build` generates the canonical proto3
 //! JSON mapping the HTTP gateway speaks. The encoded descriptor set is kept
 //! for gRPC reflection and the OpenAPI document.
+//!
+//! The client build (no `server` feature) generates messages and clients
+//! only: no service stubs (they need tonic's server) and no JSON mapping
+//! (serde and pbjson), which only the server speaks.
 
 use std::{env, fs, path::PathBuf};
 
@@ -25,11 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
+        .build_server(cfg!(feature = "server"))
         // Small per-call buffers: see src/proto/codec.rs.
         .codec_path("crate::proto::codec::LeanCodec")
         .compile_fds(fds)?;
 
+    #[cfg(feature = "server")]
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .build(&[".baton.v1"])?;

@@ -12,9 +12,8 @@ use std::{
 use baton::engine::{
     AcquireSpec, Engine, EngineError, WaitUpdate,
     embedded::{EmbeddedConfig, EmbeddedEngine},
-    table::Record,
 };
-use baton::store::{Journal, Snapshot, StoreError};
+use baton::store::{Journal, Record, Snapshot, StoreError};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 

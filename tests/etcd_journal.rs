@@ -7,13 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use baton::engine::table::{HeldRecord, Record};
 use baton::etcd::{
     Endpoints, EtcdConfig,
     journal::{EtcdJournal, MAX_PART_BYTES},
     primary::Election,
 };
-use baton::store::{Journal, StoreError};
+use baton::store::{HeldRecord, Journal, Record, StoreError};
 use common::etcd::Etcd;
 use etcd_client::{Client, GetOptions};
 

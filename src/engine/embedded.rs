@@ -21,10 +21,10 @@ use super::{
     AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, LockEvent,
     Release, Renewal, Target, WaitStream, WaitUpdate,
     clock::Clock,
-    table::{Admission, Departure, LockTable, Notice, Record, TableLimits, WaiterId},
+    table::{Admission, Departure, LockTable, Notice, TableLimits, WaiterId},
     types::FailReason,
 };
-use crate::store::{Journal, Snapshot, StoreError};
+use crate::store::{Journal, Record, Snapshot, StoreError};
 
 /// Commands applied before one commit, at most.
 pub const MAX_BATCH: usize = 4096;

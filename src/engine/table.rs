@@ -28,6 +28,7 @@ use super::types::{
     AcquireSpec, EndReason, EngineStats, EventKind, FailReason, Grant, HolderView, KeySummary,
     KeyView, LockEvent, QueuedView, Release, Renewal, Target, UnixMillis,
 };
+use crate::store::{HeldRecord, Record};
 
 /// Identifies one waiting request (one open stream or HTTP request). Several
 /// waiters may share an entry when they joined it by value.
@@ -140,43 +141,6 @@ pub enum Admission {
         /// The holder at this moment.
         holder: Option<HolderView>,
     },
-}
-
-/// A change to durable state: what a crash must not lose. Only holds are
-/// durable; queued entries die with their connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
-    /// This hold exists with these fields (created or renewed).
-    Held(HeldRecord),
-    /// The hold with this index is gone.
-    Removed {
-        /// The hold's index.
-        index: u64,
-    },
-}
-
-/// A hold as it is stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeldRecord {
-    /// The lock's name.
-    pub key: String,
-    /// The fencing token.
-    pub index: u64,
-    /// The holder's value.
-    pub value: Option<String>,
-    /// The hold's ttl.
-    pub ttl_ms: u64,
-    /// When it was acquired.
-    pub acquired_at: UnixMillis,
-    /// When it expires; `None` = never.
-    pub deadline: Option<UnixMillis>,
-    /// The key's limit (1 for a lock). Stored data from before semaphores
-    /// reads as 1.
-    pub limit: u32,
-    /// The hold's lock-delay. A hold that expired with one stays stored
-    /// until the delay is over, so a restart (or a new primary) restores
-    /// the delay from its deadline: only then is its `Removed` committed.
-    pub lock_delay_ms: u64,
 }
 
 /// Everything the table produced since it was last drained, in order.

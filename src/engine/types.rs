@@ -5,9 +5,9 @@
 //! clock-free state machine, the etcd backend and the service layer all speak
 //! the same words.
 
-/// Milliseconds since the Unix epoch. The state machine is given time as
-/// this number and never reads a clock itself.
-pub type UnixMillis = u64;
+/// Time as the state machine is given it, defined with the records that
+/// store it (the store sits below the engine).
+pub use crate::store::UnixMillis;
 
 /// Names one entry of a key's queue, as renew and release do: by the index it
 /// was created with, or by its (non-empty) value.

@@ -38,8 +38,7 @@ use super::{
     endpoints::{Call, Endpoints},
     error::EtcdError,
 };
-use crate::engine::table::{HeldRecord, Record};
-use crate::store::{Journal, Snapshot, StoreError};
+use crate::store::{HeldRecord, Journal, Record, Snapshot, StoreError};
 
 /// Batches between two compactions.
 pub const COMPACT_EVERY: u64 = 1024;

@@ -1,10 +1,16 @@
 //! Durability for the embedded backend: the journal the engine task commits
 //! each batch of [`Record`]s to before it answers, and the snapshot it is
 //! restored from at start.
+//!
+//! The records themselves ([`record`]) live here too, not in the engine that
+//! produces them: the store is the layer below the engine, and a journal
+//! (this one on redb, or the etcd backend's) must be able to write and
+//! restore them without importing the engine. `store` imports nothing from
+//! the layers above it (`tests/layering.rs` checks).
 
 use thiserror::Error;
 
-use crate::engine::table::{HeldRecord, Record};
+pub use record::{HeldRecord, Record, UnixMillis};
 
 /// What a durable store hands the engine at start.
 #[derive(Clone, Debug, Default)]
@@ -38,4 +44,5 @@ pub enum StoreError {
     Fenced(String),
 }
 
+pub mod record;
 pub mod redb_journal;

@@ -22,8 +22,7 @@ use std::{
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Journal, Snapshot, StoreError};
-use crate::engine::table::{HeldRecord, Record};
+use super::{HeldRecord, Journal, Record, Snapshot, StoreError};
 
 const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
