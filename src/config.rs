@@ -191,6 +191,20 @@ pub struct ServeArgs {
     /// probed, to bring it back once it answers.
     #[arg(long, env = "BATON_ETCD_HEALTH_INTERVAL_MS", default_value_t = EtcdConfig::default().health_interval.as_millis() as u64)]
     pub etcd_health_interval_ms: u64,
+    /// PEM CA bundle a gateway checks the primary's certificate against
+    /// when it forwards over https:// (`--backend etcd` with TLS on the
+    /// listeners). Default: the system's roots. As etcd's
+    /// --peer-trusted-ca-file: gateways with certificates from a private CA
+    /// set it to that CA.
+    #[arg(long, env = "BATON_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// PEM client certificate a gateway presents to the primary when it
+    /// forwards (for a primary with --tls-client-ca-file).
+    #[arg(long, env = "BATON_PEER_CERT_FILE", requires = "peer_key_file")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-cert-file.
+    #[arg(long, env = "BATON_PEER_KEY_FILE", requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
     /// The gRPC URL other gateways reach this one at when it is primary
     /// (`--backend etcd`). Default: `http://` (or `https://` with TLS) and
     /// the listen address; required when listening on 0.0.0.0 or [::].
@@ -257,6 +271,9 @@ impl ServeArgs {
             health_interval: std::time::Duration::from_millis(self.etcd_health_interval_ms),
             // Read from --cluster-secret-file by the server at start.
             forward_secret: None,
+            peer_trusted_ca_file: self.peer_trusted_ca_file.clone(),
+            peer_cert_file: self.peer_cert_file.clone(),
+            peer_key_file: self.peer_key_file.clone(),
         }
     }
 }

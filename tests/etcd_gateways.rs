@@ -540,3 +540,125 @@ fn baton_status_names_each_gateways_role_and_the_primary() {
     let of_primary = status(&p);
     assert!(of_primary.contains("role primary"), "{of_primary}");
 }
+
+/// The role a TLS gateway reports, asked with the test CA and a client
+/// certificate.
+fn tls_role(server: &Server, certs: &common::etcd::Certs) -> String {
+    let r = common::curl(
+        &server.addr,
+        &[
+            "--max-time",
+            "5",
+            "--cacert",
+            &certs.ca.display().to_string(),
+            "--cert",
+            &certs.client_cert.display().to_string(),
+            "--key",
+            &certs.client_key.display().to_string(),
+            "https://ADDR/v1/status",
+        ],
+    );
+    serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["role"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{r:?}"))
+}
+
+/// Gateways whose listeners use certificates from a private CA and require
+/// client certificates: a follower forwards only with the peer flags (the
+/// CA to check the primary against, and a client certificate to show it),
+/// and without them its clients get a clear UNAVAILABLE, never a grant.
+#[test]
+fn followers_forward_over_mutual_tls_with_the_peer_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = common::etcd::Certs::make(dir.path());
+    let etcd = Etcd::start();
+    let p = |path: &std::path::Path| path.display().to_string();
+    let tls = [
+        "--tls-cert-file".to_owned(),
+        p(&certs.server_cert),
+        "--tls-key-file".to_owned(),
+        p(&certs.server_key),
+        "--tls-client-ca-file".to_owned(),
+        p(&certs.ca),
+    ];
+    let peer = [
+        "--peer-trusted-ca-file".to_owned(),
+        p(&certs.ca),
+        "--peer-cert-file".to_owned(),
+        p(&certs.client_cert),
+        "--peer-key-file".to_owned(),
+        p(&certs.client_key),
+    ];
+    let with_peer: Vec<&str> = tls.iter().chain(peer.iter()).map(String::as_str).collect();
+    let without_peer: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let wait_role = |s: &Server, want: &str| {
+        let start = Instant::now();
+        while tls_role(s, &certs) != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} did not become {want}: it says {:?}",
+                s.addr,
+                tls_role(s, &certs)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let primary = Server::etcd(&etcd, "/mtls/", &with_peer);
+    wait_role(&primary, "primary");
+    let follower = Server::etcd(&etcd, "/mtls/", &with_peer);
+    wait_role(&follower, "follower");
+    let stranger = Server::etcd(&etcd, "/mtls/", &without_peer);
+
+    let ca = p(&certs.ca);
+    let cert = p(&certs.client_cert);
+    let key = p(&certs.client_key);
+    let tls_curl = |s: &Server, extra: &[&str]| {
+        let mut args = vec![
+            "--max-time",
+            "10",
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ];
+        args.extend_from_slice(extra);
+        common::curl(&s.addr, &args)
+    };
+    // Through the follower with the peer flags: taken on the primary.
+    let r = tls_curl(
+        &follower,
+        &[
+            "-X",
+            "POST",
+            "-d",
+            "value=via-follower",
+            "https://ADDR/mod/v2/lock/m?ttl=60",
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = tls_curl(&primary, &["https://ADDR/mod/v2/lock/m?field=value"]);
+    assert_eq!((r.status, r.body.as_str()), (200, "via-follower"), "{r:?}");
+
+    // Through the gateway without them: the primary's certificate is from
+    // a CA it does not trust, so the call fails, and nothing is taken.
+    let r = tls_curl(
+        &stranger,
+        &[
+            "-X",
+            "POST",
+            "-d",
+            "value=stranger",
+            "https://ADDR/mod/v2/lock/s?ttl=60&timeout=0",
+        ],
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        r.body.contains("primary is unreachable") && r.body.contains("certificate"),
+        "{r:?}"
+    );
+    let r = tls_curl(&primary, &["https://ADDR/mod/v2/lock/s?field=value"]);
+    assert_ne!(r.body, "stranger", "{r:?}");
+}

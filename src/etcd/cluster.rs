@@ -71,6 +71,7 @@ impl ClusterEngine {
         let forwarding = RemoteOptions {
             connect_timeout: config.timeout.min(RemoteOptions::default().connect_timeout),
             credential: config.forward_secret.clone(),
+            tls: config.forward_tls()?,
             ..RemoteOptions::default()
         };
         let remote = Arc::new(

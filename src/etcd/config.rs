@@ -4,6 +4,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use tonic::transport::{
+    Certificate as TonicCertificate, ClientTlsConfig, Identity as TonicIdentity,
+};
 
 use super::{
     endpoints::{Endpoints, EndpointsConfig},
@@ -44,6 +47,14 @@ pub struct EtcdConfig {
     /// The cluster secret this gateway forwards to the primary with
     /// (`--cluster-secret-file`).
     pub forward_secret: Option<crate::engine::remote::ForwardSecret>,
+    /// The CA the primary's certificate is checked against when forwarding
+    /// over https (`--peer-trusted-ca-file`); `None`: the system's roots.
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// The client certificate presented to the primary
+    /// (`--peer-cert-file`).
+    pub peer_cert_file: Option<PathBuf>,
+    /// Its key (`--peer-key-file`).
+    pub peer_key_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -62,6 +73,9 @@ impl Default for EtcdConfig {
             attempt_timeout: Duration::from_millis(1000),
             health_interval: Duration::from_millis(500),
             forward_secret: None,
+            peer_trusted_ca_file: None,
+            peer_cert_file: None,
+            peer_key_file: None,
         }
     }
 }
@@ -144,6 +158,32 @@ impl EtcdConfig {
 }
 
 impl EtcdConfig {
+    /// How this gateway's forwarded calls reach an https:// primary: the
+    /// peer CA and client certificate, read now so that a bad file stops
+    /// the server at start. `None` when no peer TLS flag is given (the
+    /// system's roots, no client certificate).
+    pub fn forward_tls(&self) -> Result<Option<ClientTlsConfig>, EtcdError> {
+        let mut tls = match &self.peer_trusted_ca_file {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(TonicCertificate::from_pem(read(ca)?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        match (&self.peer_cert_file, &self.peer_key_file) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(TonicIdentity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) if self.peer_trusted_ca_file.is_none() => return Ok(None),
+            (None, None) => {}
+            _ => {
+                return Err(EtcdError::Config(
+                    "--peer-cert-file and --peer-key-file go together".into(),
+                ));
+            }
+        }
+        Ok(Some(tls))
+    }
+
     /// The members and the rotation over them (see
     /// [`Endpoints`](super::endpoints::Endpoints)): every etcd request
     /// goes through it. Checks the settings first, as

@@ -67,6 +67,10 @@ pub struct RemoteOptions {
     /// forwarded calls only with it, since this gateway has already checked
     /// its own caller's rights.
     pub credential: Option<ForwardSecret>,
+    /// How to check an https:// primary's certificate, and the client
+    /// certificate to present (`--peer-trusted-ca-file`, `--peer-cert-file`);
+    /// `None`: the system's roots and no client certificate.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// A secret gateways forward with; never shown by `Debug`.
@@ -87,6 +91,7 @@ impl Default for RemoteOptions {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             credential: None,
+            tls: None,
         }
     }
 }
@@ -270,8 +275,12 @@ fn primary(url: &str, opts: &RemoteOptions) -> Result<Primary, RemoteError> {
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     let endpoint = if url.starts_with("https://") {
+        let tls = opts
+            .tls
+            .clone()
+            .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
         endpoint
-            .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+            .tls_config(tls)
             .map_err(|e| invalid(e.to_string()))?
     } else {
         endpoint
