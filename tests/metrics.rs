@@ -145,3 +145,44 @@ fn every_surface_is_counted_once_with_its_outcome() {
         .sum();
     assert_eq!(waits, 4.0, "{text}");
 }
+
+/// The durable store's commits are counted: a hold taken and released is
+/// two commits of one record each, and the time they took is summed; in
+/// memory nothing is committed.
+#[test]
+fn a_durable_servers_journal_commits_are_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().display().to_string();
+    let s = Server::start(&["--data-dir", &data]);
+    let before = scrape(&s);
+    let commits = sample(&before, "baton_journal_commits_total").expect("commits");
+    let records = sample(&before, "baton_journal_records_total").expect("records");
+    let r = curl(&s.addr, &["-X", "POST", "http://ADDR/mod/v2/lock/j?ttl=60"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let index = r.body.clone();
+    let r = curl(
+        &s.addr,
+        &[
+            "-X",
+            "DELETE",
+            &format!("http://ADDR/mod/v2/lock/j?index={index}"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let after = scrape_until(&s, "baton_journal_commits_total", commits + 2.0);
+    assert_eq!(
+        sample(&after, "baton_journal_records_total"),
+        Some(records + 2.0),
+        "{after}"
+    );
+    let busy = sample(&after, "baton_journal_commit_seconds_total").expect("seconds");
+    assert!(busy > 0.0, "{after}");
+
+    let m = Server::memory();
+    let text = scrape(&m);
+    assert_eq!(
+        sample(&text, "baton_journal_commits_total"),
+        Some(0.0),
+        "{text}"
+    );
+}

@@ -21,6 +21,7 @@ use super::{
     AcquireSpec, Engine, EngineError, EngineStats, EventStream, KeySummary, KeyView, LockEvent,
     Release, Renewal, Target, WaitStream, WaitUpdate,
     clock::Clock,
+    journal_stats::{JournalCounters, JournalStats},
     table::{Admission, Departure, LockTable, Notice, TableLimits, WaiterId},
     types::FailReason,
 };
@@ -111,6 +112,8 @@ pub struct EmbeddedEngine {
     halt: tokio_util::sync::CancellationToken,
     /// Cancelled when the engine task has ended, whatever the reason.
     finished: tokio_util::sync::CancellationToken,
+    /// The journal's counts; `None` in memory.
+    journal_stats: Option<Arc<JournalCounters>>,
 }
 
 impl EmbeddedEngine {
@@ -141,7 +144,11 @@ impl EmbeddedEngine {
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
         let halt = tokio_util::sync::CancellationToken::new();
         let finished = tokio_util::sync::CancellationToken::new();
+        let journal_stats = journal
+            .as_ref()
+            .map(|_| Arc::new(JournalCounters::default()));
         let task = Driver {
+            journal_stats: journal_stats.clone(),
             table,
             clock,
             commands: commands.downgrade(),
@@ -161,6 +168,7 @@ impl EmbeddedEngine {
             events,
             halt,
             finished,
+            journal_stats,
         }
     }
 
@@ -311,6 +319,10 @@ impl Engine for EmbeddedEngine {
     fn backend(&self) -> &'static str {
         "embedded"
     }
+
+    fn journal_stats(&self) -> Option<JournalStats> {
+        self.journal_stats.as_ref().map(|s| s.snapshot())
+    }
 }
 
 /// A watch over a broadcast of every event: keeps those for `key` (or under
@@ -390,6 +402,8 @@ struct Driver {
     /// (weak, so that the task ends when every handle is gone).
     commands: mpsc::WeakUnboundedSender<Command>,
     journal: Option<Box<dyn Journal>>,
+    /// What the journal's commits cost (with a journal).
+    journal_stats: Option<Arc<JournalCounters>>,
     /// Indexes below this are safe to hand out: the store keeps it.
     index_ceiling: u64,
     notices: HashMap<WaiterId, NoticeSender>,
@@ -425,6 +439,9 @@ type Commit = tokio::task::JoinHandle<(Box<dyn Journal>, Result<(), StoreError>)
 struct InFlight {
     commit: Commit,
     batch: Batch,
+    /// When the batch went to the journal, and its size, for the counts.
+    sent: std::time::Instant,
+    records: usize,
 }
 
 impl Driver {
@@ -464,6 +481,9 @@ impl Driver {
                     let Some(done) = in_flight.take() else { continue };
                     match stored {
                         Ok((journal, Ok(()))) => {
+                            if let Some(stats) = &self.journal_stats {
+                                stats.record(done.records, done.sent.elapsed());
+                            }
                             self.journal = Some(journal);
                             self.publish(done.batch);
                         }
@@ -521,12 +541,18 @@ impl Driver {
     /// Hands the journal and the batch's records to a blocking thread.
     fn store(&self, mut journal: Box<dyn Journal>, mut batch: Batch) -> InFlight {
         let records = std::mem::take(&mut batch.records);
+        let count = records.len();
         let ceiling = batch.ceiling.unwrap_or(self.index_ceiling);
         let commit = tokio::task::spawn_blocking(move || {
             let result = journal.commit(&records, ceiling);
             (journal, result)
         });
-        InFlight { commit, batch }
+        InFlight {
+            commit,
+            batch,
+            sent: std::time::Instant::now(),
+            records: count,
+        }
     }
 
     /// Tells everyone what a durable (or memory-only) batch did.

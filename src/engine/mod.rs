@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod embedded;
 pub mod error;
+pub mod journal_stats;
 pub mod remote;
 pub mod table;
 pub mod types;
@@ -85,6 +86,11 @@ pub trait Engine: Send + Sync + 'static {
             role: "embedded",
             primary_url: None,
         }
+    }
+    /// What the journal's commits cost so far; `None` for an engine that
+    /// stores nothing (memory, or a follower).
+    fn journal_stats(&self) -> Option<journal_stats::JournalStats> {
+        None
     }
     /// The backend's connections to the members of what stores its state
     /// (etcd's members), for `/metrics`; empty for the embedded backend.

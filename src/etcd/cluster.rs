@@ -195,6 +195,14 @@ impl Engine for ClusterEngine {
         self.endpoints.stats()
     }
 
+    /// The primary's journal counts, since this gateway became primary.
+    fn journal_stats(&self) -> Option<crate::engine::journal_stats::JournalStats> {
+        match &*self.role.borrow() {
+            Role::Primary(engine, _) => engine.journal_stats(),
+            _ => None,
+        }
+    }
+
     fn cluster(&self) -> ClusterView {
         match &*self.role.borrow() {
             Role::Primary(..) => ClusterView {

@@ -196,6 +196,7 @@ impl Service {
         Ok(self.metrics.render(
             &stats,
             &self.engine.endpoints(),
+            self.engine.journal_stats(),
             self.open_streams(),
             self.uptime(),
         ))

@@ -156,6 +156,15 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
     if args.targets.contains(&TargetKind::Durable) {
         rows.push(scenarios::disk_fsync(phase)?);
     }
+    if args.targets.iter().any(|t| {
+        matches!(
+            t,
+            TargetKind::BatonEtcd | TargetKind::BatonEtcdFollower | TargetKind::EtcdV3lock
+        )
+    }) && args.scenarios.contains(&Scenario::Handoff)
+    {
+        rows.push(scenarios::etcd_put(phase).await?);
+    }
     let mut run = 0u64;
     for &kind in &args.targets {
         eprintln!("== {}", kind.name());
@@ -199,6 +208,8 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
             };
             for c in counts {
                 run += 1;
+                let journal_before = target.journal_counters().await;
+                let began = std::time::Instant::now();
                 let result = match scenario {
                     Scenario::Floor => scenarios::floor(&target, c, phase).await,
                     Scenario::Uncontended => scenarios::uncontended(&target, c, phase, run).await,
@@ -214,9 +225,20 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
                     }
                     Scenario::Failover => continue,
                 };
-                let row = result.unwrap_or_else(|e| {
+                let mut row = result.unwrap_or_else(|e| {
                     report::Row::failed(scenario.name(), kind, c, format!("{e:#}"))
                 });
+                let secs = began.elapsed().as_secs_f64();
+                if let (Some(b), Some(a)) = (journal_before, target.journal_counters().await) {
+                    let commits = a.0 - b.0;
+                    if commits > 0.0 {
+                        row.journal = Some(report::JournalFigures {
+                            commits_per_sec: commits / secs,
+                            records_per_commit: (a.1 - b.1) / commits,
+                            mean_commit_us: (a.2 - b.2) * 1e6 / commits,
+                        });
+                    }
+                }
                 match &row.failed {
                     Some(why) => eprintln!("   {} x{}: FAILED: {why}", row.scenario, c),
                     None => eprintln!(

@@ -33,6 +33,22 @@ pub struct Row {
     pub rss_kib: Option<RssBurst>,
     /// Why the measurement failed, if it did.
     pub failed: Option<String>,
+    /// What the target's journal did during the scenario (durable and etcd
+    /// baton targets), read from its `/metrics`.
+    pub journal: Option<JournalFigures>,
+}
+
+/// A durable target's journal commits over one scenario (warm-up
+/// included), from the `baton_journal_*` counters before and after.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct JournalFigures {
+    /// Commits per second over the scenario.
+    pub commits_per_sec: f64,
+    /// Records per commit: the mean batch.
+    pub records_per_commit: f64,
+    /// Mean time from a batch going to the journal to its being durable, in
+    /// microseconds.
+    pub mean_commit_us: f64,
 }
 
 /// Server memory around a burst of waiters, in KiB.
@@ -67,6 +83,7 @@ impl Row {
             bytes_per_waiter: None,
             rss_kib: None,
             failed: None,
+            journal: None,
         }
     }
 
@@ -89,6 +106,7 @@ impl Row {
             bytes_per_waiter: None,
             rss_kib: None,
             failed: Some(why),
+            journal: None,
         }
     }
 
@@ -108,6 +126,7 @@ impl Row {
             bytes_per_waiter: Some(bytes_per_waiter),
             rss_kib: Some(rss),
             failed: None,
+            journal: None,
         }
     }
 }
@@ -133,6 +152,20 @@ pub fn markdown(rows: &[Row]) -> String {
         let _ = writeln!(out, "### {scenario}\n");
         let (failed, rows): (Vec<&Row>, Vec<&Row>) =
             rows.into_iter().partition(|r| r.failed.is_some());
+        let notes: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                let j = r.journal?;
+                Some(format!(
+                    "{} × {}: {:.0} commits/s, {:.1} records per commit, {:.2} ms per commit",
+                    r.target,
+                    r.concurrency,
+                    j.commits_per_sec,
+                    j.records_per_commit,
+                    j.mean_commit_us / 1000.0
+                ))
+            })
+            .collect();
         if scenario == "many waiters" {
             let _ = writeln!(
                 out,
@@ -187,6 +220,12 @@ pub fn markdown(rows: &[Row]) -> String {
                     vs_etcd,
                     vs_floor
                 );
+            }
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(out, "\nJournal commits during the scenario:\n");
+            for n in notes {
+                let _ = writeln!(out, "- {n}");
             }
         }
         for r in failed {

@@ -286,6 +286,51 @@ pub fn disk_fsync(phase: Phase) -> Result<Row> {
     Ok(row)
 }
 
+/// A reference row for the etcd targets: one etcd put after another, by one
+/// client, on an etcd of its own. A handoff on one key over etcd is one etcd
+/// write after another (the release and the next grant commit together), so
+/// this is the ceiling of that scenario's rate on this machine, measured in
+/// the same run.
+pub async fn etcd_put(phase: Phase) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let (_etcd, url) = crate::procs::start_etcd(&dir.path().join("etcd"))?;
+    let mut client = etcd_client::Client::connect([url.as_str()], None).await?;
+    let began = Instant::now();
+    // etcd elects itself leader first; wait for the first put to land.
+    while client.put("bench/put", "warm", None).await.is_err() {
+        if began.elapsed() > Duration::from_secs(30) {
+            return Err(anyhow!("etcd never accepted a put"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut h = histogram();
+    let start = Instant::now();
+    let measure_from = start + phase.warmup;
+    let stop = measure_from + phase.duration;
+    let mut n = 0u64;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= stop {
+            break;
+        }
+        client.put("bench/put", n.to_string(), None).await?;
+        n += 1;
+        if t0 >= measure_from {
+            let _ = h.record(micros(t0.elapsed()));
+        }
+    }
+    let rate = h.len() as f64 / phase.duration.as_secs_f64();
+    let mut row = Row::latency(
+        "etcd put (one writer)",
+        crate::target::TargetKind::EtcdV3lock,
+        1,
+        rate,
+        &h,
+    );
+    row.target = "etcd (one put after another)";
+    Ok(row)
+}
+
 /// The fail-over scenario: a client holds a lock through the follower and
 /// renews it every 100 ms; the primary gateway is killed with SIGKILL. Two
 /// rows: the time from the kill to the first new grant through the

@@ -119,6 +119,9 @@ pub struct Target {
     procs: Vec<Proc>,
     /// The primary gateway, for targets with a follower in front of it.
     primary: Option<Proc>,
+    /// Where the target's journal counters are scraped (`/metrics` of the
+    /// baton that commits), for baton targets.
+    metrics_url: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -134,6 +137,7 @@ impl Target {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data").display().to_string();
         let mut primary = None;
+        let mut commit_url = None;
         let (procs, url) = match kind {
             TargetKind::Memory | TargetKind::BatonElection => {
                 let (p, url) = start_baton(&["--memory".into()])?;
@@ -177,6 +181,7 @@ impl Target {
                 let (f, url) = start_baton(&args)?;
                 wait_for_role(&url, "follower").await?;
                 primary = Some(p);
+                commit_url = Some(primary_url.clone());
                 (vec![f, etcd], url)
             }
             TargetKind::EtcdV3lock | TargetKind::EtcdV3election => {
@@ -184,11 +189,16 @@ impl Target {
                 (vec![etcd], etcd_url)
             }
         };
+        let metrics_url = match kind {
+            TargetKind::EtcdV3lock | TargetKind::EtcdV3election => None,
+            _ => Some(commit_url.unwrap_or_else(|| url.clone())),
+        };
         Ok(Self {
             kind,
             url,
             procs,
             primary,
+            metrics_url,
             _dir: dir,
         })
     }
@@ -197,6 +207,43 @@ impl Target {
     /// fail-over scenario. False if the target has no separate primary.
     pub fn kill_primary(&mut self) -> bool {
         self.primary.take().is_some()
+    }
+
+    /// The journal counters of the baton that commits (commits, records,
+    /// busy seconds), from its `/metrics`; `None` for etcd's own targets or
+    /// when the scrape fails (a scenario that killed it).
+    pub async fn journal_counters(&self) -> Option<(f64, f64, f64)> {
+        use http_body_util::BodyExt;
+        let url = self.metrics_url.as_deref()?;
+        let authority = url.trim_start_matches("http://").trim_end_matches('/');
+        let scrape = async {
+            let tcp = tokio::net::TcpStream::connect(authority).await.ok()?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .ok()?;
+            tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .uri("/metrics")
+                .header(hyper::header::HOST, authority)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .ok()?;
+            let body = sender.send_request(req).await.ok()?.into_body();
+            let bytes = body.collect().await.ok()?.to_bytes();
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let text = tokio::time::timeout(Duration::from_secs(5), scrape)
+            .await
+            .ok()??;
+        let sample = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        Some((
+            sample("baton_journal_commits_total")?,
+            sample("baton_journal_records_total")?,
+            sample("baton_journal_commit_seconds_total")?,
+        ))
     }
 
     /// The URL sessions connect to.
