@@ -127,6 +127,37 @@ impl RemoteEngine {
     /// An engine forwarding to the baton at `url` (`http://host:port`).
     /// Nothing is connected until the first call.
     pub fn new(url: &str, opts: RemoteOptions) -> Result<Self, RemoteError> {
+        let pool = pool(url, &opts)?;
+        Self::on(pool, opts)
+    }
+
+    /// An engine forwarding to a primary reached through `connector`
+    /// instead of the network (`url` names it, as an `http://` URL): the
+    /// in-process test suites connect it to a served primary over
+    /// `tokio::io::duplex` pipes, so the whole gRPC stack runs on tokio's
+    /// paused clock. [`set_target`](Self::set_target) moves it to a
+    /// network URL as usual.
+    pub fn with_connector<C>(
+        url: &str,
+        opts: RemoteOptions,
+        connector: C,
+    ) -> Result<Self, RemoteError>
+    where
+        C: tower::Service<http::Uri> + Clone + Send + Sync + 'static,
+        C::Response: hyper::rt::Read + hyper::rt::Write + Send + Unpin,
+        C::Future: Send,
+        Box<dyn std::error::Error + Send + Sync>: From<C::Error> + Send,
+    {
+        let endpoint = endpoint(url, &opts)?;
+        let connect: pool::Connect =
+            Box::new(move || endpoint.connect_with_connector_lazy(connector.clone()));
+        Self::on(
+            Pool::new(url.to_owned(), connect, opts.streams_per_connection),
+            opts,
+        )
+    }
+
+    fn on(pool: Pool, opts: RemoteOptions) -> Result<Self, RemoteError> {
         let authorization = match &opts.credential {
             Some(ForwardSecret(s)) => Some(
                 MetadataValue::try_from(format!("Bearer {s}"))
@@ -135,7 +166,7 @@ impl RemoteEngine {
             None => None,
         };
         Ok(Self {
-            target: RwLock::new(Arc::new(pool(url, &opts)?)),
+            target: RwLock::new(Arc::new(pool)),
             opts,
             authorization,
         })
@@ -207,6 +238,18 @@ impl RemoteEngine {
 }
 
 fn pool(url: &str, opts: &RemoteOptions) -> Result<Pool, RemoteError> {
+    let endpoint = endpoint(url, opts)?;
+    let connect: pool::Connect = Box::new(move || endpoint.connect_lazy());
+    Ok(Pool::new(
+        url.to_owned(),
+        connect,
+        opts.streams_per_connection,
+    ))
+}
+
+/// The gRPC endpoint of the primary at `url`, with `opts`' timeouts and
+/// keep-alive.
+fn endpoint(url: &str, opts: &RemoteOptions) -> Result<Endpoint, RemoteError> {
     let invalid = |reason: String| RemoteError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -225,11 +268,7 @@ fn pool(url: &str, opts: &RemoteOptions) -> Result<Pool, RemoteError> {
     } else {
         endpoint
     };
-    Ok(Pool::new(
-        url.to_owned(),
-        endpoint,
-        opts.streams_per_connection,
-    ))
+    Ok(endpoint)
 }
 
 /// The largest page the primary's `Lock.List` returns. A primary that

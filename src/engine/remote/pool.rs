@@ -22,7 +22,12 @@ use std::sync::{
 };
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+/// Opens one connection to the primary, lazily (nothing happens until the
+/// first call on it): over TCP (or TLS) in production, over an in-memory
+/// pipe in tests.
+pub type Connect = Box<dyn Fn() -> Channel + Send + Sync>;
 
 /// One connection and how many long-lived streams it carries.
 struct Conn {
@@ -34,7 +39,7 @@ struct Conn {
 /// stream to it (the engine was retargeted).
 pub struct Pool {
     url: String,
-    endpoint: Endpoint,
+    connect: Connect,
     per_connection: usize,
     conns: Mutex<Vec<Arc<Conn>>>,
     gone: CancellationToken,
@@ -60,11 +65,11 @@ impl Drop for Slot {
 
 impl Pool {
     /// A pool for `url` with no connection yet: connections are opened
-    /// lazily, on first use.
-    pub fn new(url: String, endpoint: Endpoint, per_connection: usize) -> Self {
+    /// by `connect`, on first use.
+    pub fn new(url: String, connect: Connect, per_connection: usize) -> Self {
         Self {
             url,
-            endpoint,
+            connect,
             per_connection: per_connection.max(1),
             conns: Mutex::new(Vec::new()),
             gone: CancellationToken::new(),
@@ -99,7 +104,7 @@ impl Pool {
             Some(c) => c,
             None => {
                 let c = Arc::new(Conn {
-                    channel: self.endpoint.connect_lazy(),
+                    channel: (self.connect)(),
                     streams: AtomicUsize::new(0),
                 });
                 conns.push(c.clone());
@@ -121,7 +126,7 @@ impl Pool {
             return c.channel.clone();
         }
         let c = Arc::new(Conn {
-            channel: self.endpoint.connect_lazy(),
+            channel: (self.connect)(),
             streams: AtomicUsize::new(0),
         });
         let channel = c.channel.clone();
