@@ -559,6 +559,11 @@ impl Driver {
 
     fn apply(&mut self, cmd: Command, deferred: &mut Vec<Deferred>) {
         let now = self.clock.now_ms();
+        // Timers due by now fire first, whatever the command: a command can
+        // be taken before the timer branch of the same wake-up, and `Stats`
+        // (unlike the table's other operations) does not move time itself,
+        // so it would count entries that had already expired or timed out.
+        self.table.advance(now);
         match cmd {
             Command::Acquire {
                 spec,
