@@ -443,7 +443,7 @@ async fn run(seed: u64, steps: usize, durable: bool) -> BTreeSet<String> {
     for _ in 0..steps {
         h.step().await;
         // Keep the watch drained well within its buffer.
-        if h.steps % 64 == 0 {
+        if h.steps.is_multiple_of(64) {
             h.settle().await;
         }
     }
