@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::{embedded::EmbeddedConfig, table::TableLimits};
+use crate::engine::{clock::Clock, embedded::EmbeddedConfig, table::TableLimits};
 use crate::etcd::EtcdConfig;
 use crate::server::accept::ConnLimits;
 use crate::service::ServiceLimits;
@@ -237,9 +237,10 @@ impl ServeArgs {
         }
     }
 
-    /// The embedded engine's settings.
-    pub fn embedded_config(&self) -> EmbeddedConfig {
+    /// The embedded engine's settings, on `clock`.
+    pub fn embedded_config(&self, clock: Clock) -> EmbeddedConfig {
         EmbeddedConfig {
+            clock,
             limits: TableLimits {
                 max_entries_per_key: self.max_entries_per_key,
                 max_entries: self.max_entries,

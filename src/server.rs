@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{self, Authorizer, Caller},
     config::{Backend, ServeArgs},
-    engine::{Engine, embedded::EmbeddedEngine},
+    engine::{Engine, clock::Clock, embedded::EmbeddedEngine},
     etcd::ClusterEngine,
     grpc, http,
     service::Service,
@@ -60,18 +60,20 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Builds the engine the flags ask for; `local` is the bound address (a
-/// gateway over etcd advertises it unless told otherwise).
+/// Builds the engine the flags ask for, reading time from `clock`; `local`
+/// is the bound address (a gateway over etcd advertises it unless told
+/// otherwise).
 pub fn engine(
     args: &ServeArgs,
     local: std::net::SocketAddr,
     tls: bool,
     cluster_secrets: &[String],
+    clock: Clock,
 ) -> Result<Arc<dyn Engine>, ServerError> {
     match args.backend {
-        Backend::Embedded if args.memory => {
-            Ok(Arc::new(EmbeddedEngine::in_memory(args.embedded_config())))
-        }
+        Backend::Embedded if args.memory => Ok(Arc::new(EmbeddedEngine::in_memory(
+            args.embedded_config(clock),
+        ))),
         Backend::Embedded => {
             let (journal, snapshot) = RedbJournal::open(&args.data_dir)
                 .map_err(|e| ServerError::Backend(e.to_string()))?;
@@ -81,7 +83,7 @@ pub fn engine(
                 "opened the durable store"
             );
             Ok(Arc::new(EmbeddedEngine::durable(
-                args.embedded_config(),
+                args.embedded_config(clock),
                 Box::new(journal),
                 snapshot,
             )))
@@ -92,7 +94,7 @@ pub fn engine(
                 .first()
                 .map(|s| crate::engine::remote::ForwardSecret(s.clone()));
             let url = advertise_url(args, local, tls)?;
-            let engine = ClusterEngine::start(&config, args.embedded_config(), url.clone())
+            let engine = ClusterEngine::start(&config, args.embedded_config(clock), url.clone())
                 .map_err(|e| ServerError::Backend(e.to_string()))?;
             tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, advertise = %url, "using etcd");
             Ok(Arc::new(engine))
@@ -177,9 +179,13 @@ pub async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let local = listener.local_addr()?;
+    // One clock for the engine's driver and the service layer, so the times
+    // the service reports are the times the driver decides by.
+    let clock = Clock::system();
     // After binding: a gateway over etcd advertises the address it got.
-    let engine = engine(&args, local, tls.is_some(), &cluster_secrets)?;
-    let service = Service::new(engine.clone(), args.service_limits(), shutdown.clone());
+    let engine = engine(&args, local, tls.is_some(), &cluster_secrets, clock)?;
+    let service =
+        Service::new(engine.clone(), args.service_limits(), shutdown.clone()).with_clock(clock);
     if let Some(a) = &authorizer {
         reload_on_sighup(a.clone(), shutdown.clone());
     }

@@ -198,3 +198,69 @@ async fn a_halt_during_a_commit_answers_nothing_of_it() {
     let a = a.await.expect("task");
     assert!(matches!(a, Err(EngineError::Unavailable(_))), "{a:?}");
 }
+
+/// A journal whose every commit takes this much real time.
+struct SlowJournal(Duration);
+
+impl Journal for SlowJournal {
+    fn commit(&mut self, _records: &[Record], _index_ceiling: u64) -> Result<(), StoreError> {
+        std::thread::sleep(self.0);
+        Ok(())
+    }
+}
+
+/// The in-process suites (tests/conformance, tests/driver_history) run the
+/// durable engine on paused time. That is sound only because tokio does not
+/// auto-advance paused time while a blocking task runs: a commit that takes
+/// real time must not let the driver's timers (expiries, timeouts) fire
+/// early. The control half shows the check can fail: real time spent
+/// outside tokio's blocking pool does let paused time run on.
+#[tokio::test(start_paused = true)]
+async fn paused_time_stands_still_while_a_commit_runs() {
+    let clock = baton::engine::clock::Clock::starting_at(1_000_000);
+    let engine = EmbeddedEngine::durable(
+        EmbeddedConfig {
+            clock,
+            ..EmbeddedConfig::default()
+        },
+        Box::new(SlowJournal(Duration::from_millis(200))),
+        Snapshot::default(),
+    );
+    // A hold of 100 ms: its expiry is the driver's next timer.
+    let mut held = engine
+        .wait(AcquireSpec {
+            ttl_ms: 100,
+            ..spec("short")
+        })
+        .await
+        .expect("wait");
+    assert!(matches!(
+        held.next().await,
+        Some(Ok(WaitUpdate::Acquired(_)))
+    ));
+    let before = clock.now_ms();
+    // Another commit, 200 ms of real time in the blocking pool.
+    let mut other = engine.wait(spec("other")).await.expect("wait");
+    assert!(matches!(
+        other.next().await,
+        Some(Ok(WaitUpdate::Acquired(_)))
+    ));
+    assert_eq!(clock.now_ms(), before, "paused time ran on during a commit");
+    let view = engine.get("short").await.expect("get");
+    assert!(view.holder.is_some(), "the hold expired during a commit");
+
+    // Control: waiting for a plain thread (not the blocking pool) leaves
+    // the runtime idle, and paused time jumps to the hold's expiry.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = tx.send(());
+    });
+    rx.await.expect("thread");
+    assert!(
+        clock.now_ms() >= before + 100,
+        "the control did not advance"
+    );
+    let view = engine.get("short").await.expect("get");
+    assert!(view.holder.is_none(), "the control did not expire the hold");
+}

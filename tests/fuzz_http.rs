@@ -500,8 +500,14 @@ fn in_process() {
     let own = "127.0.0.1:4001";
     let app = rt.block_on(async {
         let args = baton::config::Cli::parse_from(["baton", "--memory"]).serve;
-        let engine =
-            baton::server::engine(&args, own.parse().expect("addr"), false, &[]).expect("engine");
+        let engine = baton::server::engine(
+            &args,
+            own.parse().expect("addr"),
+            false,
+            &[],
+            baton::engine::clock::Clock::system(),
+        )
+        .expect("engine");
         let service = baton::service::Service::new(
             engine,
             args.service_limits(),

@@ -279,3 +279,33 @@ fn cors_only_with_the_flag() {
             .contains("access-control-allow-origin")
     );
 }
+
+/// Lock.Check over the JSON gateway (moved here from the process contract
+/// suite; the rule itself is checked on every backend in
+/// tests/conformance): `POST /v1/lock/check`, status 200 either way.
+#[tokio::test]
+async fn check_answers_over_json() {
+    let s = Server::memory();
+    let mut c = s.lock().await;
+    let (_held, index) = common::acquire(&mut c, "fence", "", 0).await;
+    let check = |index: u64| {
+        let body = format!(r#"{{"key":"fence","index":"{index}"}}"#);
+        curl(
+            &s.addr,
+            &["-X", "POST", "-d", &body, "http://ADDR/v1/lock/check"],
+        )
+    };
+    let r = check(index + 1);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // proto3 JSON leaves out a false bool.
+    assert!(
+        !json(&r.body)["current"].as_bool().unwrap_or(false),
+        "{}",
+        r.body
+    );
+    let r = check(index);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r.body);
+    assert_eq!(v["current"], Value::Bool(true), "{}", r.body);
+    assert_eq!(v["holders"].as_array().map(Vec::len), Some(1), "{}", r.body);
+}

@@ -1,7 +1,7 @@
 //! The Lock and Election gRPC services against a real `baton` process: what
 //! the service layer does whatever the backend (validation, limits,
-//! shutdown). The lock-queue contract itself is `tests/contract.rs`, run
-//! against both backends.
+//! shutdown). The lock-queue contract itself is `tests/conformance`, run
+//! in process on every backend.
 
 mod common;
 

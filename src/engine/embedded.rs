@@ -93,13 +93,19 @@ pub struct EmbeddedConfig {
     pub limits: TableLimits,
     /// Events buffered per watcher before it is cut off as lagging.
     pub watch_buffer: usize,
+    /// The time the driver gives the table and sleeps on: the server's one
+    /// clock, so the service reports the times the driver decides by
+    /// (tests pass a clock on paused tokio time).
+    pub clock: Clock,
 }
 
 impl Default for EmbeddedConfig {
+    /// Default limits, the system clock (made now).
     fn default() -> Self {
         Self {
             limits: TableLimits::default(),
             watch_buffer: 4096,
+            clock: Clock::system(),
         }
     }
 }
@@ -133,12 +139,12 @@ impl EmbeddedEngine {
         journal: Option<Box<dyn Journal>>,
         snapshot: Snapshot,
     ) -> Self {
-        let clock = Clock::new();
+        let clock = config.clock;
         let table = LockTable::restore(
             config.limits,
             snapshot.index_ceiling,
             snapshot.holds,
-            clock.now(),
+            clock.now_ms(),
         );
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(config.watch_buffer.max(1));
@@ -511,7 +517,7 @@ impl Driver {
                 },
                 () = sleep_until(wake) => {}
             }
-            let now = self.clock.now();
+            let now = self.clock.now_ms();
             self.table.advance(now);
         }
         // Stopped, halted or failed: whatever was not published is dropped
@@ -578,7 +584,12 @@ impl Driver {
     }
 
     fn apply(&mut self, cmd: Command, deferred: &mut Vec<Deferred>) {
-        let now = self.clock.now();
+        let now = self.clock.now_ms();
+        // Timers due by now fire first, whatever the command: a command can
+        // be taken before the timer branch of the same wake-up, and `Stats`
+        // (unlike the table's other operations) does not move time itself,
+        // so it would count entries that had already expired or timed out.
+        self.table.advance(now);
         match cmd {
             Command::Acquire {
                 spec,
@@ -674,9 +685,9 @@ async fn commit_of(
     }
 }
 
-async fn sleep_until(at: Option<std::time::Instant>) {
+async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -4,13 +4,6 @@
 use crate::engine::{EndReason, EventKind, Grant, HolderView, LockEvent, QueuedView, UnixMillis};
 use crate::proto::v1 as pb;
 
-/// The current wall-clock time, for `remaining_ms`.
-pub fn wall_now() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A holder as the API shows it, with the time it has left at `now`.
 pub fn holder(h: &HolderView, now: UnixMillis) -> pb::Holder {
     pb::Holder {

@@ -87,7 +87,7 @@ impl Service {
             self.allow_key(Rpc::Get, Right::Read, &req.key)?;
             let key = self.key("key", &req.key)?;
             let view = self.engine.get(&key).await?;
-            let now = convert::wall_now();
+            let now = self.now_ms();
             Ok(pb::GetResponse {
                 key,
                 holder: view.holder.as_ref().map(|h| convert::holder(h, now)),
@@ -111,7 +111,7 @@ impl Service {
             let (keys, next_page_token) = self
                 .list_page(&req.prefix, req.page_size, &req.page_token)
                 .await?;
-            let now = convert::wall_now();
+            let now = self.now_ms();
             Ok(pb::ListResponse {
                 keys: keys
                     .iter()
@@ -135,7 +135,7 @@ impl Service {
             self.allow_key(Rpc::Check, Right::Read, &req.key)?;
             let key = self.key("key", &req.key)?;
             let check = self.engine.check_token(&key, req.index).await?;
-            let now = convert::wall_now();
+            let now = self.now_ms();
             Ok(pb::CheckResponse {
                 current: check.current,
                 holders: check
@@ -164,6 +164,7 @@ impl Service {
             let events = self.engine.watch(&req.key, req.prefix).await?;
             // A prefix watch shows only the keys the caller may read.
             let caller = self.caller.clone();
+            let clock = self.clock;
             let events = events
                 .filter(move |e| {
                     let show = match e {
@@ -172,7 +173,7 @@ impl Service {
                     };
                     futures::future::ready(show)
                 })
-                .map(|e| Ok(convert::event(&e?, convert::wall_now())));
+                .map(move |e| Ok(convert::event(&e?, clock.now_ms())));
             Ok(self.guard(events, permit))
         })
         .await

@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Caller, Right};
-use crate::engine::{AcquireSpec, Engine, Target, WaitUpdate};
+use crate::engine::{AcquireSpec, Engine, Target, WaitUpdate, clock::Clock};
 use crate::proto::v1 as pb;
 pub use error::ServiceError;
 use metrics::Metrics;
@@ -65,29 +65,51 @@ pub struct Service {
     limits: ServiceLimits,
     streams: Arc<Semaphore>,
     shutdown: CancellationToken,
-    started_at: std::time::Instant,
+    /// Wall time for `remaining_ms` and monotonic time for the uptime: the
+    /// engine's clock, so both agree with the deadlines it hands out.
+    clock: Clock,
+    started_at: tokio::time::Instant,
     metrics: Arc<Metrics>,
     /// Who is calling: every RPC asks it first (see [`crate::auth`]).
     caller: Caller,
 }
 
 impl Service {
-    /// A service over `engine`. Cancelling `shutdown` ends every open stream
-    /// with UNAVAILABLE.
+    /// A service over `engine`, on the system clock (see
+    /// [`with_clock`](Self::with_clock)). Cancelling `shutdown` ends every
+    /// open stream with UNAVAILABLE.
     pub fn new(
         engine: Arc<dyn Engine>,
         limits: ServiceLimits,
         shutdown: CancellationToken,
     ) -> Self {
+        let clock = Clock::system();
         Self {
             metrics: Arc::new(Metrics::new(engine.backend())),
             engine,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
             shutdown,
-            started_at: std::time::Instant::now(),
+            clock,
+            started_at: clock.instant(),
             caller: Caller::Open,
         }
+    }
+
+    /// The same service reading time from `clock`: give it the clock the
+    /// engine's driver runs on, so the times it reports (`remaining_ms`)
+    /// are the driver's.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Self {
+            clock,
+            started_at: clock.instant(),
+            ..self
+        }
+    }
+
+    /// Wall time now, in Unix milliseconds, by the service's clock.
+    fn now_ms(&self) -> crate::engine::UnixMillis {
+        self.clock.now_ms()
     }
 
     /// The same service acting for `caller`: the surfaces call this per
@@ -180,7 +202,7 @@ impl Service {
 
     /// How long the service has been up.
     pub fn uptime(&self) -> std::time::Duration {
-        self.started_at.elapsed()
+        self.clock.instant() - self.started_at
     }
 
     /// Streams open now.
@@ -243,6 +265,7 @@ impl Service {
             Ok((permit, self.engine.wait(spec).await?))
         };
         let (permit, updates) = started.await.inspect_err(|e| wait.failed(e))?;
+        let clock = self.clock;
         let steps = updates.map(move |u| {
             let u = u
                 .map_err(ServiceError::from)
@@ -258,7 +281,7 @@ impl Service {
                 } => WaitStep::Queued(pb::Queued {
                     index,
                     position,
-                    holder: holder.map(|h| convert::holder(&h, convert::wall_now())),
+                    holder: holder.map(|h| convert::holder(&h, clock.now_ms())),
                 }),
                 WaitUpdate::Acquired(g) => WaitStep::Acquired(convert::acquired(&g)),
                 WaitUpdate::Ended { index, reason } => {

@@ -180,13 +180,14 @@ impl Log {
     }
 }
 
-/// Polls `check` every 20 ms until it is true or `within` passes.
+/// Polls `check` every 20 ms until it is true or `within` passes, on
+/// tokio's clock (so under paused time `within` is virtual time).
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     while start.elapsed() < within {
         if check().await {
             return true;

@@ -151,6 +151,32 @@ impl RemoteEngine {
     /// An engine forwarding to the baton at `url` (`http://host:port`).
     /// Nothing is connected until the first call.
     pub fn new(url: &str, opts: RemoteOptions) -> Result<Self, RemoteError> {
+        let channel = endpoint(url, &opts)?.connect_lazy();
+        Self::on(url, channel, opts)
+    }
+
+    /// An engine forwarding to a primary reached through `connector`
+    /// instead of the network (`url` names it, as an `http://` URL): the
+    /// in-process test suites connect it to a served primary over
+    /// `tokio::io::duplex` pipes, so the whole gRPC stack runs on tokio's
+    /// paused clock. [`set_target`](Self::set_target) moves it to a
+    /// network URL as usual.
+    pub fn with_connector<C>(
+        url: &str,
+        opts: RemoteOptions,
+        connector: C,
+    ) -> Result<Self, RemoteError>
+    where
+        C: tower::Service<http::Uri> + Send + 'static,
+        C::Response: hyper::rt::Read + hyper::rt::Write + Send + Unpin,
+        C::Future: Send,
+        Box<dyn std::error::Error + Send + Sync>: From<C::Error> + Send,
+    {
+        let channel = endpoint(url, &opts)?.connect_with_connector_lazy(connector);
+        Self::on(url, channel, opts)
+    }
+
+    fn on(url: &str, channel: Channel, opts: RemoteOptions) -> Result<Self, RemoteError> {
         let authorization = match &opts.credential {
             Some(ForwardSecret(s)) => Some(
                 MetadataValue::try_from(format!("Bearer {s}"))
@@ -159,7 +185,7 @@ impl RemoteEngine {
             None => None,
         };
         Ok(Self {
-            target: RwLock::new(Arc::new(primary(url, &opts)?)),
+            target: RwLock::new(Arc::new(primary(url, channel))),
             opts,
             authorization,
         })
@@ -171,7 +197,7 @@ impl RemoteEngine {
     /// requests queued on a primary that died). The same URL again is a
     /// no-op.
     pub fn set_target(&self, url: &str) -> Result<(), RemoteError> {
-        let new = Arc::new(primary(url, &self.opts)?);
+        let new = Arc::new(primary(url, endpoint(url, &self.opts)?.connect_lazy()));
         let old = {
             let mut target = self.target.write().unwrap_or_else(|p| p.into_inner());
             if target.url == new.url {
@@ -262,7 +288,20 @@ impl RemoteEngine {
     }
 }
 
-fn primary(url: &str, opts: &RemoteOptions) -> Result<Primary, RemoteError> {
+/// The primary at `url`, reached over `channel`; nothing is open yet.
+fn primary(url: &str, channel: Channel) -> Primary {
+    Primary {
+        url: url.to_owned(),
+        channel,
+        exchange: Mutex::new(None),
+        opening: tokio::sync::Mutex::new(()),
+        gone: CancellationToken::new(),
+    }
+}
+
+/// The gRPC endpoint of the primary at `url`, with `opts`' timeouts,
+/// keep-alive and TLS.
+fn endpoint(url: &str, opts: &RemoteOptions) -> Result<Endpoint, RemoteError> {
     let invalid = |reason: String| RemoteError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -285,13 +324,7 @@ fn primary(url: &str, opts: &RemoteOptions) -> Result<Primary, RemoteError> {
     } else {
         endpoint
     };
-    Ok(Primary {
-        url: url.to_owned(),
-        channel: endpoint.connect_lazy(),
-        exchange: Mutex::new(None),
-        opening: tokio::sync::Mutex::new(()),
-        gone: CancellationToken::new(),
-    })
+    Ok(endpoint)
 }
 
 /// The largest page the primary's `Lock.List` returns. A primary that

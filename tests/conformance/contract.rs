@@ -1,129 +1,33 @@
-//! The lock-queue contract of DESIGN.md, written once and run against both
-//! backends: every test here runs as `embedded::NAME` (a `baton --memory`)
-//! and as `etcd::NAME` (through the follower of two `baton --backend etcd`
-//! gateways over a real etcd started for the test). `cargo test --test contract etcd::` runs one side.
-
-mod common;
+//! The lock-queue contract of DESIGN.md through the gRPC API: the tests
+//! that were `tests/contract.rs` (run there against `baton` processes),
+//! written against a [`Fixture`] so that each runs on every backend. Times
+//! are read from the fixture's clock, so under paused time they are exact.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use baton::proto::v1::{
     self as pb, campaign_event, lock_client::LockClient, release_request, renew_request, wait_event,
 };
-use common::{
-    Server, acquire, etcd::Etcd, eventually, next_event, next_leader, release, view, wait_req,
-    watch,
-};
-use tokio::sync::Mutex;
+use tokio::{sync::Mutex, time::Instant};
 use tonic::{Code, Streaming, transport::Channel};
 
-/// The backend a contract test runs against.
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    /// `baton --memory`.
-    Embedded,
-    /// `baton --backend etcd` over its own etcd.
-    Etcd,
-}
+use crate::common::{
+    self, acquire, eventually, next_event, next_leader, release, view, wait_req, watch,
+};
+use crate::fixture::{Backend, Fixture, Options};
 
-/// A baton for one test, and over etcd the primary and the etcd under it
-/// (dropped after the gateway the test talks to).
-struct Fixture {
-    server: Server,
-    _primary: Option<Server>,
-    _etcd: Option<Etcd>,
-}
-
-impl std::ops::Deref for Fixture {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
-impl Backend {
-    /// Starts a baton of this backend with `extra` flags.
-    fn start(self, extra: &[&str]) -> Fixture {
-        match self {
-            Backend::Embedded => {
-                let mut args = vec!["--memory"];
-                args.extend_from_slice(extra);
-                Fixture {
-                    server: Server::start(&args),
-                    _primary: None,
-                    _etcd: None,
-                }
-            }
-            Backend::Etcd => {
-                // Through a follower: every call is forwarded to the
-                // primary, so both halves of the design are exercised.
-                let etcd = Etcd::start();
-                let (primary, follower) = Server::etcd_pair(&etcd, "/contract/", extra);
-                Fixture {
-                    server: follower,
-                    _primary: Some(primary),
-                    _etcd: Some(etcd),
-                }
-            }
-        }
-    }
-}
-
-/// Instantiates each contract test once per backend.
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Embedded).await
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Etcd).await
-                }
-            )*
-        }
-    };
-}
-
-contract_tests!(
-    fifty_waiters_are_granted_in_fifo_order_one_at_a_time,
-    disconnecting_a_queued_stream_removes_its_entry,
-    timeout_zero_and_timeout_n,
-    ttl_expiry_hands_the_lock_on,
-    releasing_a_queued_entry_fails_its_waiters,
-    renew_by_index_and_by_value,
-    renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire,
-    same_value_joins_and_holder_reacquire_renews,
-    a_released_holder_hears_it_ended,
-    election_campaign_observe_resign,
-    recampaigning_renews_and_same_name_candidates_win_together,
-    watch_and_list_see_every_key_under_a_prefix,
-    watch_reports_every_kind_of_change,
-    indexes_increase_across_keys,
-    unknown_entries_are_not_found_and_touch_nothing,
-    a_semaphore_holds_up_to_its_limit_and_hands_over_in_order,
-    a_lock_delay_follows_an_expiry_and_never_a_release,
-    check_says_whether_a_fencing_token_is_current,
-);
-
-async fn queue_len(c: &mut LockClient<Channel>, key: &str) -> usize {
+pub async fn queue_len(c: &mut LockClient<Channel>, key: &str) -> usize {
     view(c, key).await.queue.len()
 }
 
-async fn fifty_waiters_are_granted_in_fifo_order_one_at_a_time(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn fifty_waiters_are_granted_in_fifo_order_one_at_a_time(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut admin = server.lock().await;
     let (_holder, first) = acquire(&mut admin, "fifo", "", 0).await;
 
@@ -174,8 +78,8 @@ async fn fifty_waiters_are_granted_in_fifo_order_one_at_a_time(backend: Backend)
     assert_eq!(queue_len(&mut admin, "fifo").await, 0);
 }
 
-async fn disconnecting_a_queued_stream_removes_its_entry(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn disconnecting_a_queued_stream_removes_its_entry(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (_holder, _) = acquire(&mut c, "dc", "", 0).await;
     {
@@ -202,8 +106,8 @@ async fn disconnecting_a_queued_stream_removes_its_entry(backend: Backend) {
     );
 }
 
-async fn timeout_zero_and_timeout_n(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn timeout_zero_and_timeout_n(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     // Free: timeout 0 acquires.
     let (_h, index) = {
@@ -246,8 +150,8 @@ async fn timeout_zero_and_timeout_n(backend: Backend) {
     assert_eq!(got.holder.unwrap().index, index);
 }
 
-async fn ttl_expiry_hands_the_lock_on(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn ttl_expiry_hands_the_lock_on(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (mut holder, first) = acquire(&mut c, "exp", "", 300).await;
     let mut w = server.lock().await;
@@ -274,8 +178,8 @@ async fn ttl_expiry_hands_the_lock_on(backend: Backend) {
     }
 }
 
-async fn releasing_a_queued_entry_fails_its_waiters(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn releasing_a_queued_entry_fails_its_waiters(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (_h, _) = acquire(&mut c, "rq", "", 0).await;
     let mut w = server.lock().await;
@@ -299,8 +203,8 @@ async fn releasing_a_queued_entry_fails_its_waiters(backend: Backend) {
     assert!(err.message().contains("released"), "{}", err.message());
 }
 
-async fn renew_by_index_and_by_value(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn renew_by_index_and_by_value(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (_h, index) = acquire(&mut c, "rn", "me", 400).await;
     let r = c
@@ -354,8 +258,8 @@ async fn renew_by_index_and_by_value(backend: Backend) {
     assert_eq!(err.code(), Code::NotFound);
 }
 
-async fn same_value_joins_and_holder_reacquire_renews(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn same_value_joins_and_holder_reacquire_renews(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (_h, first) = acquire(&mut c, "j", "", 0).await;
     let mut a = server.lock().await;
@@ -396,8 +300,8 @@ async fn same_value_joins_and_holder_reacquire_renews(backend: Backend) {
     assert_eq!(again, index);
 }
 
-async fn election_campaign_observe_resign(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn election_campaign_observe_resign(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut e = server.election().await;
     let mut observe = e
         .observe(pb::ObserveRequest {
@@ -409,11 +313,9 @@ async fn election_campaign_observe_resign(backend: Backend) {
     assert_eq!(next_leader(&mut observe).await, None);
 
     let campaign = |name: &'static str| {
-        let server_url = server.url.clone();
+        let channel = server.channel();
         async move {
-            let mut e = pb::election_client::ElectionClient::connect(server_url)
-                .await
-                .unwrap();
+            let mut e = pb::election_client::ElectionClient::new(channel);
             e.campaign(pb::CampaignRequest {
                 election: "svc".into(),
                 name: name.into(),
@@ -481,8 +383,8 @@ async fn election_campaign_observe_resign(backend: Backend) {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
-async fn watch_and_list_see_every_key_under_a_prefix(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn watch_and_list_see_every_key_under_a_prefix(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let mut watch = watch(&mut c, "jobs/", true).await;
     let (_a, ia) = acquire(&mut c, "jobs/a", "", 0).await;
@@ -539,19 +441,12 @@ async fn holder_index(c: &mut LockClient<Channel>, key: &str) -> Option<u64> {
         .map(|h| h.index)
 }
 
-fn wall_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     // A holder renewed with a shorter ttl expires by the new one.
     let (_h, index) = acquire(&mut c, "rt", "", 600_000).await;
-    let before = wall_now();
+    let before = server.now_ms();
     let r = c
         .renew(pb::RenewRequest {
             key: "rt".into(),
@@ -613,7 +508,7 @@ async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backend: 
         wait_event::Event::Acquired(a) => {
             assert_eq!(a.index, queued);
             assert_eq!(a.ttl_ms, 120_000);
-            assert!(a.deadline_unix_ms > wall_now() + 60_000);
+            assert!(a.deadline_unix_ms > server.now_ms() + 60_000);
         }
         other => panic!("expected acquired, got {other:?}"),
     }
@@ -626,8 +521,8 @@ async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backend: 
     assert_eq!((holder.index, holder.ttl_ms), (queued, 120_000));
 }
 
-async fn a_released_holder_hears_it_ended(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn a_released_holder_hears_it_ended(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (mut holder, index) = acquire(&mut c, "end", "", 0).await;
     let mut other = server.lock().await;
@@ -659,7 +554,7 @@ async fn a_released_holder_hears_it_ended(backend: Backend) {
     assert_eq!(holder_index(&mut c, "end").await, None);
 }
 
-async fn campaign(server: &Server, election: &str, name: &str) -> Streaming<pb::CampaignEvent> {
+async fn campaign(server: &Fixture, election: &str, name: &str) -> Streaming<pb::CampaignEvent> {
     let mut e = server.election().await;
     e.campaign(pb::CampaignRequest {
         election: election.into(),
@@ -683,8 +578,8 @@ async fn next_campaign(s: &mut Streaming<pb::CampaignEvent>) -> campaign_event::
         .expect("event")
 }
 
-async fn recampaigning_renews_and_same_name_candidates_win_together(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn recampaigning_renews_and_same_name_candidates_win_together(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut lead = campaign(&server, "svc2", "lead").await;
     let index = match next_campaign(&mut lead).await {
         campaign_event::Event::Elected(a) => a.index,
@@ -739,9 +634,9 @@ async fn next_lock_event(w: &mut Streaming<pb::LockEvent>) -> pb::LockEvent {
         .expect("watch ended")
 }
 
-async fn watch_reports_every_kind_of_change(backend: Backend) {
+pub async fn watch_reports_every_kind_of_change(backend: Backend) {
     use pb::EventKind as K;
-    let server = backend.start(&[]);
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let mut watch = watch(&mut c, "ev", false).await;
     let (_a, a) = acquire(&mut c, "ev", "a", 0).await;
@@ -816,8 +711,8 @@ async fn watch_reports_every_kind_of_change(backend: Backend) {
     assert_eq!(seen[7].queue_length, 0);
 }
 
-async fn indexes_increase_across_keys(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn indexes_increase_across_keys(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let mut last = 0;
     for key in ["i/1", "i/2", "i/1", "i/3", "i/2"] {
@@ -828,8 +723,8 @@ async fn indexes_increase_across_keys(backend: Backend) {
     }
 }
 
-async fn unknown_entries_are_not_found_and_touch_nothing(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn unknown_entries_are_not_found_and_touch_nothing(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let (_h, index) = acquire(&mut c, "nf", "v", 0).await;
     for target in [
@@ -889,8 +784,8 @@ async fn acquired(s: &mut Streaming<pb::WaitEvent>) -> pb::Acquired {
     }
 }
 
-async fn a_semaphore_holds_up_to_its_limit_and_hands_over_in_order(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn a_semaphore_holds_up_to_its_limit_and_hands_over_in_order(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -954,8 +849,14 @@ async fn a_semaphore_holds_up_to_its_limit_and_hands_over_in_order(backend: Back
     assert_eq!(got.holders[0].ttl_ms, 0);
 }
 
-async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend) {
-    let server = backend.start(&["--max-lock-delay-secs", "5"]);
+pub async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend) {
+    let server = Fixture::start(
+        backend,
+        Options {
+            max_lock_delay_ms: 5_000,
+        },
+    )
+    .await;
     let mut c = server.lock().await;
     // Over the cap: refused.
     let err = c.wait(sem_req("d", 300, 1, 5_001)).await.unwrap_err();
@@ -1033,8 +934,8 @@ async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend) {
     assert!(released.elapsed() < Duration::from_secs(5));
 }
 
-async fn check_says_whether_a_fencing_token_is_current(backend: Backend) {
-    let server = backend.start(&[]);
+pub async fn check_says_whether_a_fencing_token_is_current(backend: Backend) {
+    let server = Fixture::start(backend, Options::default()).await;
     let mut c = server.lock().await;
     let check = |index| pb::CheckRequest {
         key: "fence".into(),
@@ -1072,23 +973,4 @@ async fn check_says_whether_a_fencing_token_is_current(backend: Backend) {
     acquired(&mut s3).await;
     assert!(!c.check(check(i1)).await.unwrap().into_inner().current);
     assert!(c.check(check(i3)).await.unwrap().into_inner().current);
-
-    // The JSON gateway: POST /v1/lock/check, status 200 either way.
-    let body = format!(r#"{{"key":"fence","index":"{i1}"}}"#);
-    let r = common::curl(
-        &server.addr,
-        &["-X", "POST", "-d", &body, "http://ADDR/v1/lock/check"],
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    // proto3 JSON leaves out a false bool.
-    assert!(!v["current"].as_bool().unwrap_or(false), "{}", r.body);
-    let body = format!(r#"{{"key":"fence","index":"{i3}"}}"#);
-    let r = common::curl(
-        &server.addr,
-        &["-X", "POST", "-d", &body, "http://ADDR/v1/lock/check"],
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(v["current"], serde_json::json!(true), "{}", r.body);
-    assert_eq!(v["holders"].as_array().map(Vec::len), Some(2), "{}", r.body);
 }
