@@ -12,6 +12,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# cargo-nextest runs the Rust tests (scripts/test-all.sh); machines of this
+# kind come with it, others get it from crates.io.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+cargo nextest --version >/dev/null || { echo "cargo-nextest did not install" >&2; exit 1; }
+
 # curl drives the /mod/v2 and gateway tests, as users drive baton.
 command -v curl >/dev/null 2>&1 || apt_install curl
 

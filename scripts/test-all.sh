@@ -31,8 +31,11 @@ cargo clippy "${lean[@]}" -- -D warnings
 echo "==> building"
 cargo build --locked --bins
 
-echo "==> Rust unit, property and integration tests"
-cargo test --locked
+echo "==> Rust unit, property and integration tests (cargo-nextest: .config/nextest.toml)"
+# Every test in a process of its own, four at a time across all binaries;
+# the doc examples run through cargo test (nextest does not run them).
+cargo nextest run --locked
+cargo test --locked --doc
 
 
 echo "==> benchmark harness, smoke configuration (proves it runs; times nothing)"
