@@ -203,9 +203,15 @@ fn stopped() -> EngineError {
     EngineError::Unavailable("the lock engine has stopped".into())
 }
 
-#[async_trait]
-impl Engine for EmbeddedEngine {
-    async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+impl EmbeddedEngine {
+    /// A wait whose grant counts as heard when the consumer is handed it
+    /// (`confirmed` false), or only when the consumer asks for the next
+    /// item after it (`confirmed` true: see [`Engine::wait_confirmed`]).
+    async fn start_wait(
+        &self,
+        spec: AcquireSpec,
+        confirmed: bool,
+    ) -> Result<WaitStream, EngineError> {
         // Going away is total: if this future is dropped before the reply
         // comes, the reply (and the registration in it) is dropped with the
         // channel, and the registration withdraws the request. The engine
@@ -235,8 +241,14 @@ impl Engine for EmbeddedEngine {
             notices: notice_rx,
             done: false,
             registration,
+            handed: false,
         };
-        let stream = futures::stream::unfold(state, |mut st| async move {
+        let stream = futures::stream::unfold(state, move |mut st| async move {
+            // Asked for the item after the grant: a confirmed wait's grant
+            // is heard now.
+            if st.handed {
+                st.registration.informed = true;
+            }
             if st.done {
                 return None;
             }
@@ -262,13 +274,29 @@ impl Engine for EmbeddedEngine {
                 },
             };
             // The grant is heard the moment it is handed to the consumer of
-            // this stream; from then on the hold lives by its ttl alone.
+            // this stream (or, confirmed, when the consumer asks for more);
+            // from then on the hold lives by its ttl alone.
             if matches!(item, Ok(WaitUpdate::Acquired(_))) {
-                st.registration.informed = true;
+                if confirmed {
+                    st.handed = true;
+                } else {
+                    st.registration.informed = true;
+                }
             }
             Some((item, st))
         });
         Ok(Box::pin(stream))
+    }
+}
+
+#[async_trait]
+impl Engine for EmbeddedEngine {
+    async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        self.start_wait(spec, false).await
+    }
+
+    async fn wait_confirmed(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        self.start_wait(spec, true).await
     }
 
     async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
@@ -371,6 +399,9 @@ struct WaitState {
     notices: NoticeReceiver,
     done: bool,
     registration: Registration,
+    /// A confirmed wait's grant was handed out; it is heard on the next
+    /// poll.
+    handed: bool,
 }
 
 /// A waiter the engine registered, owned by whoever must hear of it: first

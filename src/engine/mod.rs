@@ -38,6 +38,17 @@ pub trait Engine: Send + Sync + 'static {
     /// refuse the request (limits, `timeout = 0` on a held lock) come back
     /// here rather than in the stream.
     async fn wait(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError>;
+    /// As [`wait`](Self::wait), but the grant counts as heard (and stands
+    /// if the stream is dropped) only once the consumer asks for the item
+    /// after it, not when it is handed over. For a consumer that passes the
+    /// grant on to someone who may be gone by then: the primary's end of a
+    /// follower's forwarding stream asks for more only once the follower
+    /// says its own client took the grant, so a grant that client never
+    /// heard is undone here, by the engine's own rule. By default the same
+    /// as `wait` (a backend that cannot tell).
+    async fn wait_confirmed(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        self.wait(spec).await
+    }
     /// Renews the entry `target` of `key` with `ttl_ms`.
     async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError>;
     /// Releases the entry `target` of `key`.

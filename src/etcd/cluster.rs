@@ -151,6 +151,10 @@ impl Engine for ClusterEngine {
         self.current().await?.wait(spec).await
     }
 
+    async fn wait_confirmed(&self, spec: AcquireSpec) -> Result<WaitStream, EngineError> {
+        self.current().await?.wait_confirmed(spec).await
+    }
+
     async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
         self.current().await?.renew(key, target, ttl_ms).await
     }

@@ -9,10 +9,13 @@
 //! last two drop the call's task, which withdraws a wait as a reset stream
 //! would.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use futures::{Stream, StreamExt};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinSet,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{GrpcStream, for_caller};
@@ -52,6 +55,8 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
     // The open calls by id, and back.
     let mut by_id: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
+    // Each open wait's signal that the follower's client took its grant.
+    let mut heard: HashMap<u64, Arc<Notify>> = HashMap::new();
     let closing = service.closing();
     tokio::pin!(closing);
     loop {
@@ -70,17 +75,28 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
                 };
                 if let Some(id) = ids.remove(&task) {
                     by_id.remove(&id);
+                    heard.remove(&id);
                 }
             }
             next = requests.message() => match next {
                 Ok(Some(pb::ForwardRequest { id, call: Some(Call::Cancel(_)) })) => {
+                    heard.remove(&id);
                     if let Some(task) = by_id.remove(&id) {
                         ids.remove(&task.id());
                         task.abort();
                     }
                 }
+                Ok(Some(pb::ForwardRequest { id, call: Some(Call::Heard(_)) })) => {
+                    if let Some(h) = heard.get(&id) {
+                        h.notify_one();
+                    }
+                }
                 Ok(Some(pb::ForwardRequest { id, call: Some(call) })) => {
-                    let task = calls.spawn(run(service.clone(), id, call, tx.clone()));
+                    let took = Arc::new(Notify::new());
+                    if matches!(call, Call::Wait(_)) {
+                        heard.insert(id, took.clone());
+                    }
+                    let task = calls.spawn(run(service.clone(), id, call, tx.clone(), took));
                     ids.insert(task.id(), id);
                     by_id.insert(id, task);
                 }
@@ -97,8 +113,11 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
     calls.shutdown().await;
 }
 
-/// Runs one call and sends its replies.
-async fn run(service: Service, id: u64, call: Call, tx: Replies) {
+/// Runs one call and sends its replies. A wait's grant is heard (see
+/// [`Service::confirming`]) only once `took` says the follower's client took
+/// it: until then the task does not ask its stream for more, so if the
+/// follower cancels instead, dropping the stream undoes the grant.
+async fn run(service: Service, id: u64, call: Call, tx: Replies, took: Arc<Notify>) {
     let send = |reply: Reply| {
         let tx = tx.clone();
         async move {
@@ -115,9 +134,27 @@ async fn run(service: Service, id: u64, call: Call, tx: Replies) {
         Err(e) => failure(&Status::from(e)),
     };
     match call {
-        Call::Wait(req) => match service.wait(req).await {
+        Call::Wait(req) => match service.confirming().wait(req).await {
             Ok(events) => {
-                let end = forward(events, Reply::WaitEvent, &send).await;
+                let mut events = std::pin::pin!(events);
+                let end = loop {
+                    match events.next().await {
+                        None => break Reply::Ended(pb::ForwardEnded {}),
+                        Some(Err(e)) => break failure(&Status::from(e)),
+                        Some(Ok(event)) => {
+                            let granted =
+                                matches!(event.event, Some(pb::wait_event::Event::Acquired(_)));
+                            if !send(Reply::WaitEvent(event)).await {
+                                // The follower is gone: the grant, if any,
+                                // was never taken.
+                                return;
+                            }
+                            if granted {
+                                took.notified().await;
+                            }
+                        }
+                    }
+                };
                 send(end).await;
             }
             Err(e) => {
@@ -154,7 +191,7 @@ async fn run(service: Service, id: u64, call: Call, tx: Replies) {
             send(one(service.status(req).await.map(Reply::Status))).await;
         }
         // Handled by `serve`.
-        Call::Cancel(_) => {}
+        Call::Cancel(_) | Call::Heard(_) => {}
     }
 }
 

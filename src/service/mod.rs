@@ -72,6 +72,9 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Who is calling: every RPC asks it first (see [`crate::auth`]).
     caller: Caller,
+    /// Waits are started with [`Engine::wait_confirmed`] (see
+    /// [`Service::confirming`]).
+    confirm_grants: bool,
 }
 
 impl Service {
@@ -93,6 +96,7 @@ impl Service {
             clock,
             started_at: clock.instant(),
             caller: Caller::Open,
+            confirm_grants: false,
         }
     }
 
@@ -130,6 +134,17 @@ impl Service {
     /// streams.
     pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
         self.shutdown.clone().cancelled_owned()
+    }
+
+    /// The same service, starting waits whose grant is heard only when the
+    /// consumer of the stream asks for the item after it
+    /// ([`Engine::wait_confirmed`]): for the primary's end of a forwarding
+    /// stream, which asks only once the follower's client took the grant.
+    pub fn confirming(&self) -> Self {
+        Self {
+            confirm_grants: true,
+            ..self.clone()
+        }
     }
 
     /// The caller this service acts for.
@@ -262,7 +277,12 @@ impl Service {
         let mut wait = self.metrics.wait_started();
         let started = async {
             let permit = self.stream_permit()?;
-            Ok((permit, self.engine.wait(spec).await?))
+            let updates = if self.confirm_grants {
+                self.engine.wait_confirmed(spec).await?
+            } else {
+                self.engine.wait(spec).await?
+            };
+            Ok((permit, updates))
         };
         let (permit, updates) = started.await.inspect_err(|e| wait.failed(e))?;
         let clock = self.clock;

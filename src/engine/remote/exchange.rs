@@ -291,6 +291,17 @@ pub struct Call {
     exchange: Arc<Exchange>,
 }
 
+impl Call {
+    /// Tells the primary that this wait's grant was handed on: it is heard
+    /// there from now on.
+    pub fn heard(&self) {
+        let _ = self.exchange.requests.unbounded_send(pb::ForwardRequest {
+            id: self.id,
+            call: Some(Request::Heard(pb::ForwardHeard {})),
+        });
+    }
+}
+
 impl Drop for Call {
     fn drop(&mut self) {
         let open = self.exchange.lock().open.remove(&self.id).is_some();

@@ -370,11 +370,20 @@ struct WaitState {
     queued_index: Option<u64>,
     done: bool,
     // Held for the stream's life: dropping it withdraws the wait.
-    _call: Call,
+    call: Call,
 }
 
 impl WaitState {
     async fn next(&mut self) -> Option<Result<WaitUpdate, EngineError>> {
+        let update = self.take().await;
+        // The grant is handed on now: the primary may count it as heard.
+        if matches!(update, Some(Ok(WaitUpdate::Acquired(_)))) {
+            self.call.heard();
+        }
+        update
+    }
+
+    async fn take(&mut self) -> Option<Result<WaitUpdate, EngineError>> {
         if let Some(first) = self.first.take() {
             return Some(Ok(first));
         }
@@ -455,7 +464,7 @@ impl Engine for RemoteEngine {
             },
             done: matches!(first, WaitUpdate::Ended { .. }),
             first: Some(first),
-            _call: call,
+            call,
         };
         let stream =
             futures::stream::unfold(
