@@ -743,3 +743,25 @@ async fn a_watcher_that_stops_reading_is_cut_off_and_others_go_on() {
     assert_eq!(seen, STREAM_BUFFER, "every buffered event, then the cut");
     assert!(w.next().await.is_none());
 }
+
+/// A grant the caller read stands by its ttl however soon the caller goes
+/// away after: the follower's `heard` reaches the primary before its
+/// `cancel`, and the primary counts the grant as heard first. (Reading a
+/// grant and dropping the stream at once is what every `/mod/v2` lock
+/// request through a follower does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_read_then_dropped_at_once_stands() {
+    let s = Server::memory();
+    let e = engine(&s);
+    for i in 0..200 {
+        let key = format!("read/{i}");
+        let (stream, index) = acquire(&e, &key, "", 0).await;
+        drop(stream);
+        let view = e.get(&key).await.expect("get");
+        assert_eq!(
+            view.holder.map(|h| h.index),
+            Some(index),
+            "round {i}: the hold read by its caller was undone"
+        );
+    }
+}

@@ -9,13 +9,10 @@
 //! last two drop the call's task, which withdraws a wait as a reset stream
 //! would.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use futures::{Stream, StreamExt};
-use tokio::{
-    sync::{Notify, mpsc},
-    task::JoinSet,
-};
+use tokio::{sync::mpsc, task::JoinSet};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{GrpcStream, for_caller};
@@ -55,8 +52,10 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
     // The open calls by id, and back.
     let mut by_id: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
-    // Each open wait's signal that the follower's client took its grant.
-    let mut heard: HashMap<u64, Arc<Notify>> = HashMap::new();
+    // Each open wait's signals from the follower (`heard`, `cancel`), in
+    // the order they came: a wait is never aborted from here, so a grant
+    // heard just before its client left is counted as heard first.
+    let mut waits: HashMap<u64, mpsc::UnboundedSender<Signal>> = HashMap::new();
     let closing = service.closing();
     tokio::pin!(closing);
     loop {
@@ -75,28 +74,29 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
                 };
                 if let Some(id) = ids.remove(&task) {
                     by_id.remove(&id);
-                    heard.remove(&id);
+                    waits.remove(&id);
                 }
             }
             next = requests.message() => match next {
                 Ok(Some(pb::ForwardRequest { id, call: Some(Call::Cancel(_)) })) => {
-                    heard.remove(&id);
-                    if let Some(task) = by_id.remove(&id) {
+                    if let Some(wait) = waits.remove(&id) {
+                        let _ = wait.send(Signal::Cancel);
+                    } else if let Some(task) = by_id.remove(&id) {
                         ids.remove(&task.id());
                         task.abort();
                     }
                 }
                 Ok(Some(pb::ForwardRequest { id, call: Some(Call::Heard(_)) })) => {
-                    if let Some(h) = heard.get(&id) {
-                        h.notify_one();
+                    if let Some(wait) = waits.get(&id) {
+                        let _ = wait.send(Signal::Heard);
                     }
                 }
                 Ok(Some(pb::ForwardRequest { id, call: Some(call) })) => {
-                    let took = Arc::new(Notify::new());
+                    let (signal, signals) = mpsc::unbounded_channel();
                     if matches!(call, Call::Wait(_)) {
-                        heard.insert(id, took.clone());
+                        waits.insert(id, signal);
                     }
-                    let task = calls.spawn(run(service.clone(), id, call, tx.clone(), took));
+                    let task = calls.spawn(run(service.clone(), id, call, tx.clone(), signals));
                     ids.insert(task.id(), id);
                     by_id.insert(id, task);
                 }
@@ -113,11 +113,25 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
     calls.shutdown().await;
 }
 
+/// What the follower says of an open wait.
+enum Signal {
+    /// Its client took the grant.
+    Heard,
+    /// Its client went away.
+    Cancel,
+}
+
 /// Runs one call and sends its replies. A wait's grant is heard (see
-/// [`Service::confirming`]) only once `took` says the follower's client took
-/// it: until then the task does not ask its stream for more, so if the
-/// follower cancels instead, dropping the stream undoes the grant.
-async fn run(service: Service, id: u64, call: Call, tx: Replies, took: Arc<Notify>) {
+/// [`Service::confirming`]) only once the follower says its client took it:
+/// until then the task does not ask its stream for more, so if the follower
+/// cancels instead, dropping the stream undoes the grant.
+async fn run(
+    service: Service,
+    id: u64,
+    call: Call,
+    tx: Replies,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) {
     let send = |reply: Reply| {
         let tx = tx.clone();
         async move {
@@ -138,7 +152,19 @@ async fn run(service: Service, id: u64, call: Call, tx: Replies, took: Arc<Notif
             Ok(events) => {
                 let mut events = std::pin::pin!(events);
                 let end = loop {
-                    match events.next().await {
+                    // The stream first: after a grant the follower's client
+                    // took, this poll is what makes it heard, also when the
+                    // follower's cancel is already waiting behind `heard`.
+                    let item = tokio::select! {
+                        biased;
+                        item = events.next() => item,
+                        signal = signals.recv() => match signal {
+                            Some(Signal::Heard) => continue,
+                            // Withdrawn, or the exchange is over.
+                            Some(Signal::Cancel) | None => return,
+                        },
+                    };
+                    match item {
                         None => break Reply::Ended(pb::ForwardEnded {}),
                         Some(Err(e)) => break failure(&Status::from(e)),
                         Some(Ok(event)) => {
@@ -149,8 +175,13 @@ async fn run(service: Service, id: u64, call: Call, tx: Replies, took: Arc<Notif
                                 // was never taken.
                                 return;
                             }
+                            // Ask for more (which makes the grant heard)
+                            // only once the follower's client took it.
                             if granted {
-                                took.notified().await;
+                                match signals.recv().await {
+                                    Some(Signal::Heard) => {}
+                                    Some(Signal::Cancel) | None => return,
+                                }
                             }
                         }
                     }
