@@ -188,9 +188,14 @@ fn none_failed(
 /// Two gateways over every member of `cluster`: the first primary, the
 /// second following it.
 fn gateways(cluster: &EtcdCluster, prefix: &str) -> (Server, Server) {
-    let primary = Server::etcd_cluster(cluster, prefix, &[]);
+    gateways_with(cluster, prefix, &[])
+}
+
+/// [`gateways`] with `extra` flags on both.
+fn gateways_with(cluster: &EtcdCluster, prefix: &str, extra: &[&str]) -> (Server, Server) {
+    let primary = Server::etcd_cluster(cluster, prefix, extra);
     wait_for_role(&primary, "primary");
-    let follower = Server::etcd_cluster(cluster, prefix, &[]);
+    let follower = Server::etcd_cluster(cluster, prefix, extra);
     wait_for_role(&follower, "follower");
     (primary, follower)
 }
@@ -403,7 +408,12 @@ fn campaigns(server: &Server, stop: CancellationToken) -> tokio::task::JoinHandl
 async fn members_killed_and_restarted_under_load_fail_no_request_and_lose_no_event() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = EtcdCluster::start(3);
-    let (a, b) = gateways(&cluster, "/members/");
+    // Killing the raft leader stalls etcd for an election; on a slow machine
+    // (a fresh CI machine) that stall once outlasted the default 2 s lease
+    // and the primary rightly stepped down. What this test checks is that
+    // member loss fails no request, so the primary gets a lease that
+    // outlasts an election on any machine.
+    let (a, b) = gateways_with(&cluster, "/members/", &["--etcd-primary-ttl-secs", "5"]);
 
     // Watches and observers at both gateways, from before any loss.
     let stop_watching = CancellationToken::new();
