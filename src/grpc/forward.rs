@@ -91,12 +91,15 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
                         let _ = wait.send(Signal::Heard);
                     }
                 }
-                Ok(Some(pb::ForwardRequest { id, call: Some(call) })) => {
+                Ok(Some(pb::ForwardRequest { id, call: Some(Call::Wait(req)) })) => {
                     let (signal, signals) = mpsc::unbounded_channel();
-                    if matches!(call, Call::Wait(_)) {
-                        waits.insert(id, signal);
-                    }
-                    let task = calls.spawn(run(service.clone(), id, call, tx.clone(), signals));
+                    waits.insert(id, signal);
+                    let task = calls.spawn(wait(service.clone(), id, req, tx.clone(), signals));
+                    ids.insert(task.id(), id);
+                    by_id.insert(id, task);
+                }
+                Ok(Some(pb::ForwardRequest { id, call: Some(call) })) => {
+                    let task = calls.spawn(run(service.clone(), id, call, tx.clone()));
                     ids.insert(task.id(), id);
                     by_id.insert(id, task);
                 }
@@ -121,77 +124,83 @@ enum Signal {
     Cancel,
 }
 
-/// Runs one call and sends its replies. A wait's grant is heard (see
+/// Sends `reply` to the call `id`; false once the exchange is gone.
+async fn send(tx: &Replies, id: u64, reply: Reply) -> bool {
+    tx.send(Ok(pb::ForwardReply {
+        id,
+        reply: Some(reply),
+    }))
+    .await
+    .is_ok()
+}
+
+/// Runs one wait and sends its events. Its grant is heard (see
 /// [`Service::confirming`]) only once the follower says its client took it:
 /// until then the task does not ask its stream for more, so if the follower
 /// cancels instead, dropping the stream undoes the grant.
-async fn run(
+async fn wait(
     service: Service,
     id: u64,
-    call: Call,
+    req: pb::WaitRequest,
     tx: Replies,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) {
+    let events = match service.confirming().wait(req).await {
+        Ok(events) => events,
+        Err(e) => {
+            send(&tx, id, failure(&Status::from(e))).await;
+            return;
+        }
+    };
+    let mut events = std::pin::pin!(events);
+    let end = loop {
+        // The stream first: after a grant the follower's client took, this
+        // poll is what makes it heard, also when the follower's cancel is
+        // already waiting behind `heard`.
+        let item = tokio::select! {
+            biased;
+            item = events.next() => item,
+            signal = signals.recv() => match signal {
+                Some(Signal::Heard) => continue,
+                // Withdrawn, or the exchange is over.
+                Some(Signal::Cancel) | None => return,
+            },
+        };
+        match item {
+            None => break Reply::Ended(pb::ForwardEnded {}),
+            Some(Err(e)) => break failure(&Status::from(e)),
+            Some(Ok(event)) => {
+                let granted = matches!(event.event, Some(pb::wait_event::Event::Acquired(_)));
+                if !send(&tx, id, Reply::WaitEvent(event)).await {
+                    // The follower is gone: the grant, if any, was never
+                    // taken.
+                    return;
+                }
+                // Ask for more (which makes the grant heard) only once the
+                // follower's client took it.
+                if granted {
+                    match signals.recv().await {
+                        Some(Signal::Heard) => {}
+                        Some(Signal::Cancel) | None => return,
+                    }
+                }
+            }
+        }
+    };
+    send(&tx, id, end).await;
+}
+
+/// Runs one call other than a wait and sends its replies.
+async fn run(service: Service, id: u64, call: Call, tx: Replies) {
     let send = |reply: Reply| {
         let tx = tx.clone();
-        async move {
-            tx.send(Ok(pb::ForwardReply {
-                id,
-                reply: Some(reply),
-            }))
-            .await
-            .is_ok()
-        }
+        async move { send(&tx, id, reply).await }
     };
     let one = |r: Result<Reply, ServiceError>| match r {
         Ok(reply) => reply,
         Err(e) => failure(&Status::from(e)),
     };
     match call {
-        Call::Wait(req) => match service.confirming().wait(req).await {
-            Ok(events) => {
-                let mut events = std::pin::pin!(events);
-                let end = loop {
-                    // The stream first: after a grant the follower's client
-                    // took, this poll is what makes it heard, also when the
-                    // follower's cancel is already waiting behind `heard`.
-                    let item = tokio::select! {
-                        biased;
-                        item = events.next() => item,
-                        signal = signals.recv() => match signal {
-                            Some(Signal::Heard) => continue,
-                            // Withdrawn, or the exchange is over.
-                            Some(Signal::Cancel) | None => return,
-                        },
-                    };
-                    match item {
-                        None => break Reply::Ended(pb::ForwardEnded {}),
-                        Some(Err(e)) => break failure(&Status::from(e)),
-                        Some(Ok(event)) => {
-                            let granted =
-                                matches!(event.event, Some(pb::wait_event::Event::Acquired(_)));
-                            if !send(Reply::WaitEvent(event)).await {
-                                // The follower is gone: the grant, if any,
-                                // was never taken.
-                                return;
-                            }
-                            // Ask for more (which makes the grant heard)
-                            // only once the follower's client took it.
-                            if granted {
-                                match signals.recv().await {
-                                    Some(Signal::Heard) => {}
-                                    Some(Signal::Cancel) | None => return,
-                                }
-                            }
-                        }
-                    }
-                };
-                send(end).await;
-            }
-            Err(e) => {
-                send(failure(&Status::from(e))).await;
-            }
-        },
         Call::Watch(req) => match service.watch(req).await {
             Ok(events) => {
                 if send(Reply::Opened(pb::ForwardOpened {})).await {
@@ -221,8 +230,8 @@ async fn run(
         Call::Status(req) => {
             send(one(service.status(req).await.map(Reply::Status))).await;
         }
-        // Handled by `serve`.
-        Call::Cancel(_) | Call::Heard(_) => {}
+        // Handled by `serve` (and waits by `wait`).
+        Call::Wait(_) | Call::Cancel(_) | Call::Heard(_) => {}
     }
 }
 
