@@ -180,6 +180,12 @@ pub struct ServeArgs {
     /// does), in seconds; 0 leaves it to etcd's --auto-compaction-retention.
     #[arg(long, env = "BATON_ETCD_COMPACTION_INTERVAL_SECS", default_value_t = EtcdConfig::default().compaction_interval.as_secs())]
     pub etcd_compaction_interval_secs: u64,
+    /// Journal commits the primary keeps in flight in etcd at once (1 to
+    /// 16). Above 1, a batch goes to etcd while the one before it is still
+    /// being replicated, so etcd can fsync several in one go; each is
+    /// answered only once it and every batch before it are in.
+    #[arg(long, env = "BATON_ETCD_JOURNAL_DEPTH", default_value_t = EtcdConfig::default().journal_depth)]
+    pub etcd_journal_depth: usize,
     /// How long the first attempt of an etcd request at one member may
     /// take before it is tried on another member (a frozen member accepts
     /// connections but never answers); later attempts get twice as long,
@@ -268,6 +274,7 @@ impl ServeArgs {
             timeout: std::time::Duration::from_millis(self.etcd_timeout_ms.max(1)),
             primary_ttl_secs: self.etcd_primary_ttl_secs,
             compaction_interval: std::time::Duration::from_secs(self.etcd_compaction_interval_secs),
+            journal_depth: self.etcd_journal_depth,
             attempt_timeout: std::time::Duration::from_millis(self.etcd_attempt_timeout_ms),
             health_interval: std::time::Duration::from_millis(self.etcd_health_interval_ms),
             // Read from --cluster-secret-file by the server at start.

@@ -5,6 +5,7 @@
 //! of even though N was.
 
 use std::{
+    collections::VecDeque,
     sync::{Mutex, mpsc},
     time::Duration,
 };
@@ -13,9 +14,9 @@ use baton::engine::{
     AcquireSpec, Engine, EngineError, WaitUpdate,
     embedded::{EmbeddedConfig, EmbeddedEngine},
 };
-use baton::store::{Journal, Record, Snapshot, StoreError};
+use baton::store::{Commit, Journal, Record, Snapshot, StoreError};
 use futures::StreamExt;
-use tokio::task::JoinHandle;
+use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Time the driver gets to apply a command it was sent. Applying takes
 /// microseconds; this only bounds how long the test waits for it.
@@ -24,32 +25,33 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// A journal that hands every commit to the test and stores it only when
 /// the test says so (`true`) or fails it (`false`).
 struct GatedJournal {
-    commits: mpsc::Sender<Vec<Record>>,
-    verdicts: Mutex<mpsc::Receiver<bool>>,
+    commits: mpsc::Sender<(Vec<Record>, oneshot::Sender<bool>)>,
+    depth: usize,
 }
 
 impl Journal for GatedJournal {
-    fn commit(&mut self, records: &[Record], _index_ceiling: u64) -> Result<(), StoreError> {
-        self.commits
-            .send(records.to_vec())
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let verdict = self
-            .verdicts
-            .lock()
-            .map_err(|e| StoreError::Database(e.to_string()))?
-            .recv()
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        if verdict {
-            Ok(())
-        } else {
-            Err(StoreError::Database("the test failed this commit".into()))
-        }
+    fn commit(&mut self, records: Vec<Record>, _index_ceiling: u64) -> Commit {
+        let (verdict, decided) = oneshot::channel();
+        let sent = self.commits.send((records, verdict));
+        Box::pin(async move {
+            sent.map_err(|e| StoreError::Database(e.to_string()))?;
+            match decided.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StoreError::Database("the test failed this commit".into())),
+                Err(e) => Err(StoreError::Database(e.to_string())),
+            }
+        })
+    }
+
+    fn depth(&self) -> usize {
+        self.depth
     }
 }
 
 struct Gate {
-    commits: mpsc::Receiver<Vec<Record>>,
-    verdicts: mpsc::Sender<bool>,
+    commits: mpsc::Receiver<(Vec<Record>, oneshot::Sender<bool>)>,
+    /// The commits started and not yet decided, oldest first.
+    open: Mutex<VecDeque<oneshot::Sender<bool>>>,
 }
 
 impl Gate {
@@ -57,7 +59,8 @@ impl Gate {
     async fn next_commit(&self) -> Option<Vec<Record>> {
         let deadline = tokio::time::Instant::now() + SETTLE;
         loop {
-            if let Ok(records) = self.commits.try_recv() {
+            if let Ok((records, verdict)) = self.commits.try_recv() {
+                self.open.lock().expect("gate").push_back(verdict);
                 return Some(records);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -67,24 +70,45 @@ impl Gate {
         }
     }
 
+    /// Stores (or fails) the oldest commit not yet decided.
     fn decide(&self, store: bool) {
-        self.verdicts.send(store).expect("the journal is waiting");
+        self.decide_at(0, store);
+    }
+
+    /// Stores (or fails) the `i`th oldest commit not yet decided.
+    fn decide_at(&self, i: usize, store: bool) {
+        let verdict = self
+            .open
+            .lock()
+            .expect("gate")
+            .remove(i)
+            .expect("a commit in flight");
+        verdict.send(store).expect("the journal is waiting");
     }
 }
 
 fn gated_engine() -> (EmbeddedEngine, Gate) {
+    gated_engine_of_depth(1)
+}
+
+fn gated_engine_of_depth(depth: usize) -> (EmbeddedEngine, Gate) {
     let (commits_tx, commits) = mpsc::channel();
-    let (verdicts, verdicts_rx) = mpsc::channel();
     let journal = GatedJournal {
         commits: commits_tx,
-        verdicts: Mutex::new(verdicts_rx),
+        depth,
     };
     let engine = EmbeddedEngine::durable(
         EmbeddedConfig::default(),
         Box::new(journal),
         Snapshot::default(),
     );
-    (engine, Gate { commits, verdicts })
+    (
+        engine,
+        Gate {
+            commits,
+            open: Mutex::new(VecDeque::new()),
+        },
+    )
 }
 
 fn spec(key: &str) -> AcquireSpec {
@@ -181,6 +205,74 @@ async fn the_next_batch_is_applied_during_a_commit_and_heard_only_after_its_own(
     assert!(matches!(late, Err(EngineError::Unavailable(_))), "{late:?}");
 }
 
+/// With two commits in flight (the etcd journal's depth), a batch stored
+/// before the one ahead of it is heard of only after that one, a third
+/// batch waits for room, and a failure of the one ahead silences the one
+/// behind it even though it was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_together_are_heard_in_order_and_only_if_all_before_stored() {
+    let (engine, gate) = gated_engine_of_depth(2);
+    gate.next_commit().await.expect("the start commit");
+    gate.decide(true);
+
+    let a = wait_first(&engine, "a");
+    let batch1 = gate.next_commit().await.expect("batch 1");
+    assert!(holds_key(&batch1, "a"), "batch 1: {batch1:?}");
+    let b = wait_first(&engine, "b");
+    let batch2 = gate
+        .next_commit()
+        .await
+        .expect("batch 2 goes to the journal while batch 1 is there");
+    assert!(holds_key(&batch2, "b"), "batch 2: {batch2:?}");
+    let x = wait_first(&engine, "x");
+    assert!(
+        gate.next_commit().await.is_none(),
+        "a third commit started with a depth of two"
+    );
+
+    // Batch 2 is stored first: still nobody hears of it.
+    gate.decide_at(1, true);
+    tokio::time::sleep(SETTLE).await;
+    assert!(
+        !a.is_finished() && !b.is_finished(),
+        "heard before batch 1 was stored"
+    );
+    gate.decide(true);
+    for (name, task) in [("a", a), ("b", b)] {
+        let got = task.await.expect("task");
+        assert!(
+            matches!(got, Ok(WaitUpdate::Acquired(_))),
+            "{name}: {got:?}"
+        );
+    }
+    let batch3 = gate
+        .next_commit()
+        .await
+        .expect("batch 3, once there was room");
+    assert!(holds_key(&batch3, "x"), "batch 3: {batch3:?}");
+    gate.decide(true);
+    let x = x.await.expect("task");
+    assert!(matches!(x, Ok(WaitUpdate::Acquired(_))), "x: {x:?}");
+
+    // Batch 5 is stored, batch 4 (ahead of it) fails: neither is heard of.
+    let c = wait_first(&engine, "c");
+    gate.next_commit().await.expect("batch 4");
+    let d = wait_first(&engine, "d");
+    gate.next_commit().await.expect("batch 5");
+    gate.decide_at(1, true);
+    gate.decide(false);
+    for (name, task) in [("c", c), ("d", d)] {
+        let got = task.await.expect("task");
+        assert!(
+            matches!(got, Err(EngineError::Unavailable(_))),
+            "{name}: {got:?}"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(5), engine.stopped())
+        .await
+        .expect("the engine stops after a failed commit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halt_during_a_commit_answers_nothing_of_it() {
     let (engine, gate) = gated_engine();
@@ -194,7 +286,9 @@ async fn a_halt_during_a_commit_answers_nothing_of_it() {
         .await
         .expect("halt stops the engine while a commit is in flight");
     // The journal may even store the batch afterwards: still nobody hears.
-    let _ = gate.verdicts.send(true);
+    if let Some(verdict) = gate.open.lock().expect("gate").pop_front() {
+        let _ = verdict.send(true);
+    }
     let a = a.await.expect("task");
     assert!(matches!(a, Err(EngineError::Unavailable(_))), "{a:?}");
 }
@@ -203,9 +297,11 @@ async fn a_halt_during_a_commit_answers_nothing_of_it() {
 struct SlowJournal(Duration);
 
 impl Journal for SlowJournal {
-    fn commit(&mut self, _records: &[Record], _index_ceiling: u64) -> Result<(), StoreError> {
-        std::thread::sleep(self.0);
-        Ok(())
+    fn commit(&mut self, _records: Vec<Record>, _index_ceiling: u64) -> Commit {
+        // In tokio's blocking pool, as the redb journal's commits run.
+        let pause = self.0;
+        let task = tokio::task::spawn_blocking(move || std::thread::sleep(pause));
+        Box::pin(async move { task.await.map_err(|e| StoreError::Task(e.to_string())) })
     }
 }
 

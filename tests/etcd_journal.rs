@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use baton::etcd::{
     Endpoints, EtcdConfig,
-    journal::{EtcdJournal, MAX_PART_BYTES},
+    journal::{COMPACT_EVERY, EtcdJournal, MAX_PART_BYTES},
     primary::Election,
 };
 use baton::store::{HeldRecord, Journal, Record, StoreError};
 use common::etcd::Etcd;
 use etcd_client::{Client, GetOptions};
+use futures::StreamExt;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,18 +49,14 @@ fn held(index: u64, key: &str, value: Option<String>) -> HeldRecord {
     }
 }
 
-/// Commits on a blocking thread, as the engine's driver does.
+/// Commits one batch and waits until it is in.
 async fn commit(
     mut journal: EtcdJournal,
     records: Vec<Record>,
     ceiling: u64,
 ) -> (EtcdJournal, Result<(), StoreError>) {
-    tokio::task::spawn_blocking(move || {
-        let r = journal.commit(&records, ceiling);
-        (journal, r)
-    })
-    .await
-    .expect("commit task")
+    let r = journal.commit(records, ceiling).await;
+    (journal, r)
 }
 
 /// How many keys the journal's log under `/j/` has.
@@ -229,4 +226,139 @@ async fn the_primary_compacts_etcds_history() {
     let (_s, index) = common::acquire(&mut c, "churn", "", 0).await;
     assert!(index > 0);
     let _ = kv.status().await.expect("etcd still serves");
+}
+
+/// Commits in flight together (`--etcd-journal-depth`) all come back in
+/// order; a batch that landed after a gap (the one before it failed, so
+/// the primary stopped and nobody heard of either) never counts, and the
+/// next primary deletes it and its parts before it writes under those
+/// numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_together_count_only_in_order() {
+    let etcd = Etcd::start();
+    let c = client(&etcd).await;
+    let e = endpoints(&etcd, TIMEOUT);
+    let election = Election::new(e.clone(), "/d/", 5);
+    let term = election
+        .try_win("http://a:1")
+        .await
+        .expect("etcd")
+        .expect("wins");
+    let (journal, _) = EtcdJournal::open(e.clone(), "/d/", term.fence.clone())
+        .await
+        .expect("open");
+    let mut journal = journal.with_depth(4);
+    let commits: Vec<_> = (1..=4u64)
+        .map(|i| journal.commit(vec![Record::Held(held(i, &format!("k{i}"), None))], 1025))
+        .collect();
+    for r in futures::future::join_all(commits).await {
+        r.expect("a commit in flight with others");
+    }
+    let (_, restored) = EtcdJournal::open(e.clone(), "/d/", term.fence.clone())
+        .await
+        .expect("reopen");
+    let want: Vec<HeldRecord> = (1..=4).map(|i| held(i, &format!("k{i}"), None)).collect();
+    assert_eq!(sorted(restored.holds), want);
+
+    // Batches 6 and 7 (7 in parts) landed, 5 never did.
+    let mut raw = c.clone();
+    let entry = |seq: u64| format!("/d/journal/log/{seq:020}");
+    raw.put(
+        entry(6),
+        r#"{"c":9000,"h":[{"k":"gap","i":60,"t":1000,"a":1,"d":2}]}"#,
+        None,
+    )
+    .await
+    .expect("etcd");
+    raw.put(
+        format!("{}/000000", entry(7)),
+        r#"{"c":9000,"h":[{"k":"gap","i":70,"t":1000,"a":1,"d":2}]}"#,
+        None,
+    )
+    .await
+    .expect("etcd");
+    raw.put(entry(7), r#"{"c":9000,"parts":1}"#, None)
+        .await
+        .expect("etcd");
+    let (journal, restored) = EtcdJournal::open(e.clone(), "/d/", term.fence.clone())
+        .await
+        .expect("reopen past a gap");
+    assert_eq!(sorted(restored.holds), want, "batches after a gap count");
+    assert_eq!(restored.index_ceiling, 1025);
+    assert_eq!(
+        log_keys_under(&c, "/d/").await,
+        4,
+        "only the four batches that count stay"
+    );
+    // The next batch is 5, and 6 and 7 are gone: restore sees only it.
+    let (_, r) = commit(journal, vec![Record::Removed { index: 1 }], 1025).await;
+    r.expect("batch 5");
+    let (_, restored) = EtcdJournal::open(e.clone(), "/d/", term.fence.clone())
+        .await
+        .expect("reopen");
+    assert_eq!(sorted(restored.holds), want[1..].to_vec());
+}
+
+/// How many keys the journal's log under `prefix` has.
+async fn log_keys_under(c: &Client, prefix: &str) -> usize {
+    c.clone()
+        .get(
+            format!("{prefix}journal/log/"),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("etcd")
+        .kvs()
+        .len()
+}
+
+/// The journal compacts itself every `COMPACT_EVERY` batches while later
+/// batches are in flight, and a restore after it has every hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_compacts_itself_with_commits_in_flight() {
+    let etcd = Etcd::start();
+    let c = client(&etcd).await;
+    let e = endpoints(&etcd, TIMEOUT);
+    let election = Election::new(e.clone(), "/cj/", 5);
+    let term = election
+        .try_win("http://a:1")
+        .await
+        .expect("etcd")
+        .expect("wins");
+    let (journal, _) = EtcdJournal::open(e.clone(), "/cj/", term.fence.clone())
+        .await
+        .expect("open");
+    let mut journal = journal.with_depth(4);
+    let batches = COMPACT_EVERY + 100;
+    // Polled together, as the engine's driver polls its commits.
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    for i in 1..=batches {
+        // Every batch holds a new index; every other one drops the one
+        // before it.
+        let mut records = vec![Record::Held(held(i, &format!("k{i}"), None))];
+        if i % 2 == 0 {
+            records.push(Record::Removed { index: i - 1 });
+        }
+        in_flight.push_back(journal.commit(records, 1_000_000));
+        if in_flight.len() == 4 {
+            in_flight.next().await.expect("one").expect("commit");
+        }
+    }
+    while let Some(r) = in_flight.next().await {
+        r.expect("commit");
+    }
+    let log = log_keys_under(&c, "/cj/").await;
+    assert!(
+        log < 200,
+        "{log} batches in the log after {batches}: the journal never compacted"
+    );
+    let (_, restored) = EtcdJournal::open(e.clone(), "/cj/", term.fence.clone())
+        .await
+        .expect("reopen");
+    let want: Vec<HeldRecord> = (1..=batches)
+        .filter(|i| i % 2 == 0)
+        .map(|i| held(i, &format!("k{i}"), None))
+        .collect();
+    assert_eq!(sorted(restored.holds), want);
+    assert_eq!(restored.index_ceiling, 1_000_000);
 }

@@ -11,10 +11,10 @@
 //! the journal, the task applies batch N+1, which is committed, and heard
 //! of, only after N (see `Driver::run`).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesOrdered};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
@@ -467,72 +467,85 @@ impl Batch {
     fn must_commit(&self) -> bool {
         !self.records.is_empty() || self.ceiling.is_some()
     }
+
+    /// Nothing to store and nobody to tell.
+    fn is_empty(&self) -> bool {
+        !self.must_commit()
+            && self.notices.is_empty()
+            && self.events.is_empty()
+            && self.deferred.is_empty()
+    }
 }
 
-/// The journal, out on a blocking thread with the batch it is storing.
-type Commit = tokio::task::JoinHandle<(Box<dyn Journal>, Result<(), StoreError>)>;
+/// A batch being made durable, with the replies waiting for it.
+type InFlight = Pin<Box<dyn Future<Output = Stored> + Send>>;
 
-/// A batch being made durable, and the replies waiting for it.
-struct InFlight {
-    commit: Commit,
+/// A batch whose commit ended, and how.
+struct Stored {
     batch: Batch,
-    /// When the batch went to the journal, and its size, for the counts.
-    sent: std::time::Instant,
-    records: usize,
+    result: Result<(), StoreError>,
+    /// When the batch went to the journal, and its size, for the counts;
+    /// `None`: nothing was stored (it only waited for the batch before).
+    committed: Option<(std::time::Instant, usize)>,
 }
 
 impl Driver {
     /// The pipeline: while batch N is being made durable, the task goes on
-    /// applying commands into batch N+1; N+1 is committed (and heard of)
-    /// only after N. At most one commit is in flight, so batches reach the
-    /// journal, and their replies, notices and events reach callers, in the
-    /// order the table produced them. A read applied in N+1 sees N's
-    /// changes, and its answer waits for N+1, so nobody reads what a crash
-    /// could undo.
+    /// applying commands into batch N+1. Up to the journal's
+    /// [`depth`](Journal::depth) batches are in the journal at once (one
+    /// for redb, whose commits are fsyncs one after another); a new batch
+    /// closes as soon as there is room for it. Batches are heard of in the
+    /// order the table produced them, each only once it and every batch
+    /// before it are durable: replies, notices and events of N+1 wait for
+    /// N, even when N+1 was stored first, and a failed commit stops the
+    /// engine before anything after it is heard of. A read applied in N+1
+    /// sees N's changes, and its answer waits for N+1, so nobody reads what
+    /// a crash could undo.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let depth = self.journal.as_ref().map_or(1, |j| j.depth().max(1));
         // Holds that expired while the server was down come out of restore
         // and are the first batch.
         let mut open: Vec<Deferred> = Vec::new();
-        let mut in_flight: Option<InFlight> = None;
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         loop {
-            if in_flight.is_none() {
+            if in_flight.len() < depth {
                 let batch = self.close(std::mem::take(&mut open));
-                match self.journal.take() {
+                match self.journal.as_deref_mut() {
                     Some(journal) if batch.must_commit() => {
-                        in_flight = Some(self.store(journal, batch));
+                        let ceiling = batch.ceiling.unwrap_or(self.index_ceiling);
+                        in_flight.push_back(store(journal, ceiling, batch));
                     }
-                    journal => {
-                        self.journal = journal;
-                        self.publish(batch);
+                    // Nothing to store, but it may answer a read of what
+                    // a batch still in the journal did: it is heard of
+                    // after that batch.
+                    _ if !in_flight.is_empty() => {
+                        if !batch.is_empty() {
+                            in_flight.push_back(Box::pin(std::future::ready(Stored {
+                                batch,
+                                result: Ok(()),
+                                committed: None,
+                            })));
+                        }
                     }
+                    _ => self.publish(batch),
                 }
             }
             let wake = self.table.next_timer().map(|at| self.clock.instant_at(at));
-            // A full batch waits for the commit ahead of it: the channel
+            // A full batch waits for a commit ahead of it: the channel
             // holds the rest.
             let room = open.len() < MAX_BATCH;
             tokio::select! {
                 biased;
                 () = self.halt.cancelled() => break,
-                stored = commit_of(&mut in_flight) => {
-                    let Some(done) = in_flight.take() else { continue };
-                    match stored {
-                        Ok((journal, Ok(()))) => {
-                            if let Some(stats) = &self.journal_stats {
-                                stats.record(done.records, done.sent.elapsed());
-                            }
-                            self.journal = Some(journal);
-                            self.publish(done.batch);
-                        }
-                        Ok((_, Err(e))) => {
-                            tracing::error!(error = %e, "journal commit failed; engine stopped");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "journal commit task failed; engine stopped");
-                            break;
-                        }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(e) = done.result {
+                        tracing::error!(error = %e, "journal commit failed; engine stopped");
+                        break;
                     }
+                    if let (Some((sent, records)), Some(stats)) = (done.committed, &self.journal_stats) {
+                        stats.record(records, sent.elapsed());
+                    }
+                    self.publish(done.batch);
                 }
                 cmd = rx.recv(), if room => match cmd {
                     Some(cmd) => {
@@ -572,23 +585,6 @@ impl Driver {
             events: out.events,
             deferred,
             ceiling,
-        }
-    }
-
-    /// Hands the journal and the batch's records to a blocking thread.
-    fn store(&self, mut journal: Box<dyn Journal>, mut batch: Batch) -> InFlight {
-        let records = std::mem::take(&mut batch.records);
-        let count = records.len();
-        let ceiling = batch.ceiling.unwrap_or(self.index_ceiling);
-        let commit = tokio::task::spawn_blocking(move || {
-            let result = journal.commit(&records, ceiling);
-            (journal, result)
-        });
-        InFlight {
-            commit,
-            batch,
-            sent: std::time::Instant::now(),
-            records: count,
         }
     }
 
@@ -706,14 +702,21 @@ impl Driver {
     }
 }
 
-/// Resolves when the commit in flight ends; never if there is none.
-async fn commit_of(
-    in_flight: &mut Option<InFlight>,
-) -> Result<(Box<dyn Journal>, Result<(), StoreError>), tokio::task::JoinError> {
-    match in_flight {
-        Some(f) => (&mut f.commit).await,
-        None => std::future::pending().await,
-    }
+/// Hands the batch's records to the journal; the future resolves with the
+/// batch once its commit ended.
+fn store(journal: &mut dyn Journal, ceiling: u64, mut batch: Batch) -> InFlight {
+    let records = std::mem::take(&mut batch.records);
+    let count = records.len();
+    let commit = journal.commit(records, ceiling);
+    let sent = std::time::Instant::now();
+    Box::pin(async move {
+        let result = commit.await;
+        Stored {
+            batch,
+            result,
+            committed: Some((sent, count)),
+        }
+    })
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

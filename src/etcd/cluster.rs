@@ -86,6 +86,7 @@ impl ClusterEngine {
             prefix: config.prefix.clone(),
             primary_ttl_secs: config.primary_ttl_secs,
             compaction_interval: config.compaction_interval,
+            journal_depth: config.journal_depth,
             embedded,
             url: advertise_url.clone(),
             role: tx,
@@ -231,6 +232,7 @@ struct Runner {
     prefix: String,
     primary_ttl_secs: u64,
     compaction_interval: Duration,
+    journal_depth: usize,
     embedded: EmbeddedConfig,
     url: String,
     role: watch::Sender<Role>,
@@ -314,7 +316,7 @@ impl Runner {
         );
         let engine = Arc::new(EmbeddedEngine::durable(
             self.embedded,
-            Box::new(journal),
+            Box::new(journal.with_depth(self.journal_depth)),
             snapshot,
         ));
         self.role

@@ -13,6 +13,11 @@ use super::{
     error::EtcdError,
 };
 
+/// The most journal commits in flight at once: a new primary deletes the
+/// batches that landed after a failed one in one etcd transaction each
+/// 128 operations, so the bound keeps that short.
+pub const MAX_JOURNAL_DEPTH: usize = 16;
+
 /// How to reach etcd and how to use it.
 #[derive(Clone, Debug)]
 pub struct EtcdConfig {
@@ -37,6 +42,8 @@ pub struct EtcdConfig {
     pub primary_ttl_secs: u64,
     /// How often the primary compacts etcd's history; zero: never.
     pub compaction_interval: Duration,
+    /// Journal commits the primary keeps in flight at once.
+    pub journal_depth: usize,
     /// How long the first attempt of a request at one member may take
     /// before it is tried on another (a frozen member accepts connections
     /// and never answers); later attempts get twice as long, all within
@@ -70,6 +77,7 @@ impl Default for EtcdConfig {
             timeout: Duration::from_secs(5),
             primary_ttl_secs: 2,
             compaction_interval: Duration::from_secs(300),
+            journal_depth: 2,
             attempt_timeout: Duration::from_millis(1000),
             health_interval: Duration::from_millis(500),
             forward_secret: None,
@@ -97,6 +105,11 @@ impl EtcdConfig {
             return Err(EtcdError::Config(
                 "--etcd-primary-ttl-secs must be at least 1".into(),
             ));
+        }
+        if !(1..=MAX_JOURNAL_DEPTH).contains(&self.journal_depth) {
+            return Err(EtcdError::Config(format!(
+                "--etcd-journal-depth must be between 1 and {MAX_JOURNAL_DEPTH}"
+            )));
         }
         if self.attempt_timeout.is_zero() || self.health_interval.is_zero() {
             return Err(EtcdError::Config(

@@ -19,6 +19,13 @@
 //!   the generations it replaces, so the log stays short however long the
 //!   primary runs.
 //!
+//! Up to `--etcd-journal-depth` batches are in flight at once: batch N+1
+//! is sent while N is still being replicated, so etcd can fsync both in
+//! one go. Each commit resolves only once it and every batch before it are
+//! in, and batches count only in order: a batch that landed while the one
+//! before it failed (the primary stops on that failure) is after a gap,
+//! and a new primary deletes it unread.
+//!
 //! A new primary restores from the head's generation and the batches after
 //! it. Only holds and the index ceiling are stored, as in the redb journal:
 //! queued requests die with their connections.
@@ -27,24 +34,31 @@
 //! etcd caps a transaction at `--max-txn-ops` (128 by default) operations;
 //! a log entry is one operation whatever the batch size.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
+use futures::{FutureExt, future::Shared};
 use serde::{Deserialize, Serialize};
 
 use super::{
     endpoints::{Call, Endpoints},
     error::EtcdError,
 };
-use crate::store::{HeldRecord, Journal, Record, Snapshot, StoreError};
+use crate::store::{Commit, HeldRecord, Journal, Record, Snapshot, StoreError};
 
 /// Batches between two compactions.
 pub const COMPACT_EVERY: u64 = 1024;
 /// The largest value written in one request; etcd refuses requests over
 /// 1.5 MiB by default (`--max-request-bytes`).
 pub const MAX_PART_BYTES: usize = 1024 * 1024;
+/// Operations in one transaction, at most: etcd's default
+/// `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
 
 /// The write guard: the primary's election key and the create revision it
 /// had when this process won. Another primary's key has another revision.
@@ -182,28 +196,56 @@ fn is_zero(n: &usize) -> bool {
 
 /// The etcd journal of a primary. See the module docs.
 pub struct EtcdJournal {
+    writer: Arc<Writer>,
+    /// The last batch started.
+    seq: u64,
+    /// The batches started since the last compaction.
+    since_compaction: u64,
+    /// Every hold, as the log says once every batch started is in:
+    /// what a compaction writes.
+    holds: BTreeMap<u64, HeldRecord>,
+    ceiling: u64,
+    /// Commits in flight at once, at most (`--etcd-journal-depth`).
+    depth: usize,
+    /// The last commit started. Each commit resolves only after the one
+    /// before it, so this one resolving means every batch is in.
+    last: Option<Shared<Commit>>,
+}
+
+/// What a commit in flight writes with: shared by the journal and its
+/// commits, which run while the journal starts the next ones.
+struct Writer {
     endpoints: Endpoints,
     keys: Keys,
     fence: Fence,
-    runtime: tokio::runtime::Handle,
     /// The head as it is in etcd (`None`: none yet): a compaction writes
-    /// its head only over this one.
-    head: Option<Vec<u8>>,
-    /// The last batch written.
+    /// its head only over this one. Compactions run one after another.
+    head: Mutex<Option<Vec<u8>>>,
+}
+
+/// One batch, encoded for etcd.
+enum Encoded {
+    /// The batch's entry, records inline.
+    Inline(Vec<u8>),
+    /// Too large for one request: its parts, then the entry that names
+    /// how many there are.
+    Parts(Vec<Vec<u8>>, Vec<u8>),
+}
+
+/// A compaction to write once every batch up to `seq` is in.
+struct Plan {
     seq: u64,
-    /// The batches written since the last compaction.
-    since_compaction: u64,
-    /// Every hold, as the log says: what a compaction writes.
-    holds: BTreeMap<u64, HeldRecord>,
     ceiling: u64,
+    holds: Vec<StoredHold>,
 }
 
 impl std::fmt::Debug for EtcdJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdJournal")
-            .field("fence", &self.fence)
+            .field("fence", &self.writer.fence)
             .field("seq", &self.seq)
             .field("holds", &self.holds.len())
+            .field("depth", &self.depth)
             .finish_non_exhaustive()
     }
 }
@@ -211,8 +253,9 @@ impl std::fmt::Debug for EtcdJournal {
 impl EtcdJournal {
     /// Reads the journal under `prefix` (the head's snapshot, then every
     /// complete batch after it) and returns a journal that writes behind
-    /// `fence`, with the snapshot to restore the engine from. Call it from
-    /// within a tokio runtime: commits run on that runtime.
+    /// `fence`, with the snapshot to restore the engine from. Batches that
+    /// landed after a gap (a commit in flight behind one that failed) are
+    /// deleted first: they never counted.
     pub async fn open(
         endpoints: Endpoints,
         prefix: &str,
@@ -286,7 +329,15 @@ impl EtcdJournal {
                 entries.insert(n, batch);
             }
         }
+        // Batches count in order: a batch after a gap landed while one
+        // before it failed (commits are in flight together), so it never
+        // counted either.
+        let mut orphans: Vec<u64> = Vec::new();
         for (n, entry) in entries {
+            if n != seq + 1 || !orphans.is_empty() {
+                orphans.push(n);
+                continue;
+            }
             let mut batch_parts = parts.remove(&n).unwrap_or_default();
             if batch_parts.len() != entry.parts {
                 // Parts without their entry would be an unfinished batch,
@@ -310,118 +361,116 @@ impl EtcdJournal {
             holds: holds.values().cloned().collect(),
             index_ceiling: ceiling,
         };
-        // Parts with no entry are a batch a dead primary never finished: it
-        // never counted, and its number is about to be used again.
-        let orphans: Vec<TxnOp> = parts
-            .keys()
-            .map(|&n| {
-                let parts = format!("{}/", keys.entry(n));
-                TxnOp::delete(
-                    parts.clone(),
-                    Some(DeleteOptions::new().with_range(range_end(&parts))),
-                )
-            })
+        // Parts with no entry, and batches after a gap, never counted, and
+        // their numbers are about to be used again.
+        let mut unfinished: Vec<TxnOp> = orphans
+            .iter()
+            .map(|&n| TxnOp::delete(keys.entry(n), None))
             .collect();
-        let journal = Self {
+        unfinished.extend(parts.keys().copied().chain(orphans).map(|n| {
+            let parts = format!("{}/", keys.entry(n));
+            TxnOp::delete(
+                parts.clone(),
+                Some(DeleteOptions::new().with_range(range_end(&parts))),
+            )
+        }));
+        let writer = Writer {
             endpoints: endpoints.clone(),
             keys,
             fence,
-            runtime: tokio::runtime::Handle::current(),
-            head: head_value,
+            head: Mutex::new(head_value),
+        };
+        for ops in unfinished.chunks(MAX_TXN_OPS) {
+            // Not sent again once it may have reached etcd: a copy applied
+            // late (by a member that was frozen) could delete a batch this
+            // term writes under the same number. Failing here ends the
+            // term instead; the next one has another fence, which the late
+            // copy fails.
+            writer
+                .guarded_with(Call::once(), ops.to_vec())
+                .await
+                .map_err(|e| EtcdError::Fenced(e.to_string()))?;
+        }
+        let journal = Self {
+            writer: Arc::new(writer),
             seq,
             since_compaction: 0,
             holds,
             ceiling,
+            depth: 1,
+            last: None,
         };
-        if !orphans.is_empty() {
-            // Not sent again once it may have reached etcd: a copy applied
-            // late (by a member that was frozen) could delete the parts of
-            // the batch this term writes under the same number. Failing
-            // here ends the term instead; the next one has another fence,
-            // which the late copy fails.
-            journal
-                .guarded_with(Call::once(), orphans)
-                .await
-                .map_err(|e| EtcdError::Fenced(e.to_string()))?;
-        }
         Ok((journal, snapshot))
     }
 
-    /// Writes the next batch behind the fence.
-    async fn write(&mut self, records: &[Record], ceiling: u64) -> Result<(), StoreError> {
-        let mut batch = Batch {
-            c: ceiling,
-            ..Batch::default()
-        };
-        for r in records {
-            match r {
-                Record::Held(h) => batch.h.push(StoredHold::from(h)),
-                Record::Removed { index } => batch.r.push(*index),
-            }
-        }
-        let seq = self.seq + 1;
-        let mut value = encode(&batch)?;
-        if value.len() > MAX_PART_BYTES {
-            // Too large for one request: parts first, then the entry that
-            // makes them count.
-            let parts = split(batch);
-            let count = parts.len();
-            for (i, part) in parts.into_iter().enumerate() {
-                self.guarded(vec![TxnOp::put(
-                    self.keys.part(seq, i),
-                    encode(&part)?,
-                    None,
-                )])
-                .await?;
-            }
-            value = encode(&Batch {
-                c: ceiling,
-                parts: count,
-                ..Batch::default()
-            })?;
-        }
-        self.guarded(vec![TxnOp::put(self.keys.entry(seq), value, None)])
-            .await?;
-        self.seq = seq;
-        for r in records {
-            match r {
-                Record::Held(h) => {
-                    self.holds.insert(h.index, h.clone());
-                }
-                Record::Removed { index } => {
-                    self.holds.remove(index);
-                }
-            }
-        }
-        self.ceiling = ceiling;
-        self.since_compaction += 1;
-        if self.since_compaction >= COMPACT_EVERY {
-            self.compact().await?;
-        }
-        Ok(())
+    /// This journal with up to `depth` commits in flight at once
+    /// (`--etcd-journal-depth`; at least 1).
+    #[must_use]
+    pub fn with_depth(mut self, depth: usize) -> Self {
+        self.depth = depth.max(1);
+        self
     }
 
     /// Writes every hold as a new snapshot generation and moves the head to
-    /// it, dropping the batches and generations it replaces.
+    /// it, dropping the batches and generations it replaces, once every
+    /// commit started is in. The journal does this itself every
+    /// [`COMPACT_EVERY`] batches.
     pub async fn compact(&mut self) -> Result<(), StoreError> {
-        let generation = self.seq;
+        if let Some(last) = self.last.take() {
+            last.await?;
+        }
+        let plan = self.plan();
+        self.writer.compact(plan).await
+    }
+
+    /// What a compaction after the last batch started writes.
+    fn plan(&mut self) -> Plan {
+        self.since_compaction = 0;
+        Plan {
+            seq: self.seq,
+            ceiling: self.ceiling,
+            holds: self.holds.values().map(StoredHold::from).collect(),
+        }
+    }
+}
+
+impl Writer {
+    /// Writes batch `seq` behind the fence: its parts first, if any, then
+    /// its entry.
+    async fn write(&self, seq: u64, batch: Encoded) -> Result<(), StoreError> {
+        let entry = match batch {
+            Encoded::Inline(entry) => entry,
+            Encoded::Parts(parts, entry) => {
+                for (i, part) in parts.into_iter().enumerate() {
+                    self.guarded(vec![TxnOp::put(self.keys.part(seq, i), part, None)])
+                        .await?;
+                }
+                entry
+            }
+        };
+        self.guarded(vec![TxnOp::put(self.keys.entry(seq), entry, None)])
+            .await
+    }
+
+    /// Writes `plan`'s holds as a new snapshot generation and moves the
+    /// head to it, dropping the batches and generations it replaces.
+    async fn compact(&self, plan: Plan) -> Result<(), StoreError> {
+        let generation = plan.seq;
         let prefix = self.keys.generation(generation);
-        let holds: Vec<StoredHold> = self.holds.values().map(StoredHold::from).collect();
-        let mut chunks = 0;
-        for chunk in chunk_holds(holds)? {
-            self.guarded(vec![TxnOp::put(
-                format!("{prefix}{chunks:06}"),
-                chunk,
-                None,
-            )])
-            .await?;
-            chunks += 1;
+        // Encoding every hold is the one heavy step: off the runtime.
+        let chunks = tokio::task::spawn_blocking(move || chunk_holds(plan.holds))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let count = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.guarded(vec![TxnOp::put(format!("{prefix}{i:06}"), chunk, None)])
+                .await?;
         }
         let head = encode(&Head {
             generation,
-            chunks,
-            seq: self.seq,
-            ceiling: self.ceiling,
+            chunks: count,
+            seq: plan.seq,
+            ceiling: plan.ceiling,
         })?;
         self.move_head(
             head,
@@ -429,7 +478,7 @@ impl EtcdJournal {
                 // Batches up to and including seq (their parts sort among them).
                 TxnOp::delete(
                     self.keys.log.clone(),
-                    Some(DeleteOptions::new().with_range(self.keys.entry(self.seq + 1))),
+                    Some(DeleteOptions::new().with_range(self.keys.entry(plan.seq + 1))),
                 ),
                 // Older generations.
                 TxnOp::delete(
@@ -443,9 +492,7 @@ impl EtcdJournal {
                 ),
             ],
         )
-        .await?;
-        self.since_compaction = 0;
-        Ok(())
+        .await
     }
 
     /// One transaction, applied only while the fence holds.
@@ -480,10 +527,11 @@ impl EtcdJournal {
     /// member that was frozen) after a later compaction finds another head
     /// and changes nothing, and an attempt that was applied before its
     /// answer was lost is recognised by the head it left.
-    async fn move_head(&mut self, head: Vec<u8>, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+    async fn move_head(&self, head: Vec<u8>, ops: Vec<TxnOp>) -> Result<(), StoreError> {
         let key = self.keys.head.clone();
-        let unchanged = match &self.head {
-            Some(v) => Compare::value(key.clone(), CompareOp::Equal, v.clone()),
+        let seen = self.head.lock().map(|h| h.clone()).unwrap_or_default();
+        let unchanged = match seen {
+            Some(v) => Compare::value(key.clone(), CompareOp::Equal, v),
             None => Compare::version(key.clone(), CompareOp::Equal, 0),
         };
         let mut all = vec![TxnOp::put(key.clone(), head.clone(), None)];
@@ -520,7 +568,9 @@ impl EtcdJournal {
                 )));
             }
         }
-        self.head = Some(head);
+        if let Ok(mut seen) = self.head.lock() {
+            *seen = Some(head);
+        }
         Ok(())
     }
 
@@ -545,12 +595,74 @@ impl EtcdJournal {
 }
 
 impl Journal for EtcdJournal {
-    fn commit(&mut self, records: &[Record], index_ceiling: u64) -> Result<(), StoreError> {
-        // The driver calls this on a blocking thread, which may wait on the
-        // runtime it came from.
-        let runtime = self.runtime.clone();
-        runtime.block_on(self.write(records, index_ceiling))
+    fn commit(&mut self, records: Vec<Record>, index_ceiling: u64) -> Commit {
+        let seq = self.seq + 1;
+        let batch = match encode_batch(&records, index_ceiling) {
+            Ok(b) => b,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        self.seq = seq;
+        for r in records {
+            match r {
+                Record::Held(h) => {
+                    self.holds.insert(h.index, h);
+                }
+                Record::Removed { index } => {
+                    self.holds.remove(&index);
+                }
+            }
+        }
+        self.ceiling = index_ceiling;
+        self.since_compaction += 1;
+        let compaction = (self.since_compaction >= COMPACT_EVERY).then(|| self.plan());
+        let writer = Arc::clone(&self.writer);
+        let before = self.last.take();
+        let commit: Commit = Box::pin(async move {
+            writer.write(seq, batch).await?;
+            // In only once every batch before it is: restore stops at a
+            // gap, and a compaction must cover every batch up to its own.
+            if let Some(before) = before {
+                before.await?;
+            }
+            if let Some(plan) = compaction {
+                writer.compact(plan).await?;
+            }
+            Ok(())
+        });
+        let commit = commit.shared();
+        self.last = Some(commit.clone());
+        Box::pin(commit)
     }
+
+    fn depth(&self) -> usize {
+        self.depth
+    }
+}
+
+/// Encodes a batch: inline, or as parts when too large for one request.
+fn encode_batch(records: &[Record], ceiling: u64) -> Result<Encoded, StoreError> {
+    let mut batch = Batch {
+        c: ceiling,
+        ..Batch::default()
+    };
+    for r in records {
+        match r {
+            Record::Held(h) => batch.h.push(StoredHold::from(h)),
+            Record::Removed { index } => batch.r.push(*index),
+        }
+    }
+    let value = encode(&batch)?;
+    if value.len() <= MAX_PART_BYTES {
+        return Ok(Encoded::Inline(value));
+    }
+    let parts = split(batch);
+    let entry = encode(&Batch {
+        c: ceiling,
+        parts: parts.len(),
+        ..Batch::default()
+    })?;
+    let parts = parts.iter().map(encode).collect::<Result<_, _>>()?;
+    Ok(Encoded::Parts(parts, entry))
 }
 
 fn apply(holds: &mut BTreeMap<u64, HeldRecord>, ceiling: &mut u64, b: Batch) {

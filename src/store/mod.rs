@@ -8,6 +8,8 @@
 //! restore them without importing the engine. `store` imports nothing from
 //! the layers above it (`tests/layering.rs` checks).
 
+use std::{future::Future, pin::Pin};
+
 use thiserror::Error;
 
 pub use record::{HeldRecord, Record, UnixMillis};
@@ -22,15 +24,38 @@ pub struct Snapshot {
     pub index_ceiling: u64,
 }
 
-/// A durable log of holds. `commit` returns only once `records` and the new
-/// index ceiling are on stable storage (fsync'd), in one atomic step.
+/// A batch on its way to stable storage: resolves once it is there (or
+/// the commit failed).
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A durable log of holds, written one batch at a time.
+///
+/// `commit` is called once per batch, in the order the engine produced
+/// them, and starts storing it at once; the future it returns resolves
+/// once `records` and the new index ceiling are on stable storage (fsync'd,
+/// or in etcd's replicated log), in one atomic step.
+///
+/// Why a future and not a blocking call: the etcd journal's commit is
+/// network I/O, and up to [`depth`](Journal::depth) of them can be in
+/// flight at once; redb's runs on a blocking thread inside its future.
 pub trait Journal: Send + 'static {
-    /// Makes `records` and `index_ceiling` durable, atomically.
-    fn commit(&mut self, records: &[Record], index_ceiling: u64) -> Result<(), StoreError>;
+    /// Starts making `records` and `index_ceiling` durable, atomically.
+    fn commit(&mut self, records: Vec<Record>, index_ceiling: u64) -> Commit;
+
+    /// How many commits the engine may have in flight at once (at least
+    /// 1). A journal that allows more than one keeps batches in order on
+    /// restore: a batch counts only together with every batch before it,
+    /// so a batch that landed while an earlier one failed is never
+    /// restored. The engine still tells nobody of a batch before it and
+    /// every earlier batch are durable.
+    fn depth(&self) -> usize {
+        1
+    }
 }
 
-/// Why the store failed.
-#[derive(Debug, Error)]
+/// Why the store failed. `Clone`, so that one failed commit can fail the
+/// commits that were in flight behind it with the same cause.
+#[derive(Clone, Debug, Error)]
 pub enum StoreError {
     /// The underlying database failed.
     #[error("storage error: {0}")]

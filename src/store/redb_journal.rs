@@ -17,12 +17,13 @@
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{HeldRecord, Journal, Record, Snapshot, StoreError};
+use super::{Commit, HeldRecord, Journal, Record, Snapshot, StoreError};
 
 const HOLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("holds");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -86,7 +87,8 @@ fn one() -> u32 {
 
 /// The redb journal of one data directory. Dropping it releases the lock.
 pub struct RedbJournal {
-    db: Database,
+    /// Shared with the blocking thread that runs each commit.
+    db: Arc<Database>,
     /// The ceiling last committed, so unchanged ceilings are not rewritten.
     index_ceiling: u64,
     _lock: File,
@@ -172,7 +174,7 @@ impl RedbJournal {
         let index_ceiling = snapshot.index_ceiling;
         Ok((
             Self {
-                db,
+                db: Arc::new(db),
                 index_ceiling,
                 _lock: lock,
             },
@@ -182,45 +184,60 @@ impl RedbJournal {
 }
 
 impl Journal for RedbJournal {
-    fn commit(&mut self, records: &[Record], index_ceiling: u64) -> Result<(), StoreError> {
-        let db_err = |e: &dyn std::fmt::Display| StoreError::Database(e.to_string());
-        let txn = self.db.begin_write().map_err(|e| db_err(&e))?;
-        {
-            let mut holds = txn.open_table(HOLDS).map_err(|e| db_err(&e))?;
-            for r in records {
-                match r {
-                    Record::Held(h) => {
-                        let bytes = serde_json::to_vec(&StoredHold {
-                            key: h.key.clone(),
-                            value: h.value.clone(),
-                            ttl_ms: h.ttl_ms,
-                            acquired_at: h.acquired_at,
-                            deadline: h.deadline,
-                            limit: h.limit,
-                            lock_delay_ms: h.lock_delay_ms,
-                        })
+    fn commit(&mut self, records: Vec<Record>, index_ceiling: u64) -> Commit {
+        // The ceiling moves once per INDEX_RESERVATION entries; writing it
+        // only then keeps most commits to the holds table alone. Commits
+        // run one at a time (depth 1), so the last one asked for is the
+        // last one stored, or the engine stopped on its failure.
+        let ceiling = (index_ceiling != self.index_ceiling).then_some(index_ceiling);
+        self.index_ceiling = index_ceiling;
+        let db = Arc::clone(&self.db);
+        // redb's commit blocks on fsync: a blocking thread runs it, so the
+        // engine task goes on applying the next batch meanwhile.
+        let task = tokio::task::spawn_blocking(move || write(&db, &records, ceiling));
+        Box::pin(async move {
+            task.await
+                .map_err(|e| StoreError::Task(e.to_string()))
+                .and_then(|r| r)
+        })
+    }
+}
+
+/// One batch in one write transaction, fsync'd on commit.
+fn write(db: &Database, records: &[Record], ceiling: Option<u64>) -> Result<(), StoreError> {
+    let db_err = |e: &dyn std::fmt::Display| StoreError::Database(e.to_string());
+    let txn = db.begin_write().map_err(|e| db_err(&e))?;
+    {
+        let mut holds = txn.open_table(HOLDS).map_err(|e| db_err(&e))?;
+        for r in records {
+            match r {
+                Record::Held(h) => {
+                    let bytes = serde_json::to_vec(&StoredHold {
+                        key: h.key.clone(),
+                        value: h.value.clone(),
+                        ttl_ms: h.ttl_ms,
+                        acquired_at: h.acquired_at,
+                        deadline: h.deadline,
+                        limit: h.limit,
+                        lock_delay_ms: h.lock_delay_ms,
+                    })
+                    .map_err(|e| db_err(&e))?;
+                    holds
+                        .insert(h.index, bytes.as_slice())
                         .map_err(|e| db_err(&e))?;
-                        holds
-                            .insert(h.index, bytes.as_slice())
-                            .map_err(|e| db_err(&e))?;
-                    }
-                    Record::Removed { index } => {
-                        holds.remove(index).map_err(|e| db_err(&e))?;
-                    }
+                }
+                Record::Removed { index } => {
+                    holds.remove(index).map_err(|e| db_err(&e))?;
                 }
             }
-            // The ceiling moves once per INDEX_RESERVATION entries; writing
-            // it only then keeps most commits to the holds table alone.
-            if index_ceiling != self.index_ceiling {
-                let mut meta = txn.open_table(META).map_err(|e| db_err(&e))?;
-                meta.insert("index_ceiling", index_ceiling)
-                    .map_err(|e| db_err(&e))?;
-            }
         }
-        txn.commit().map_err(|e| db_err(&e))?;
-        self.index_ceiling = index_ceiling;
-        Ok(())
+        if let Some(ceiling) = ceiling {
+            let mut meta = txn.open_table(META).map_err(|e| db_err(&e))?;
+            meta.insert("index_ceiling", ceiling)
+                .map_err(|e| db_err(&e))?;
+        }
     }
+    txn.commit().map_err(|e| db_err(&e))
 }
 
 #[cfg(test)]
