@@ -45,6 +45,18 @@ enum Role {
     Follower(String),
 }
 
+/// Fails when `term` (this gateway's, as primary) may have ended: an
+/// answer made without a commit is then not to be trusted. `None`: the
+/// answer came from the primary through forwarding, which checked there.
+fn still_primary(term: Option<&Validity>) -> Result<(), EngineError> {
+    match term {
+        Some(term) if !term.is_valid() => Err(EngineError::Unavailable(
+            "this gateway's term as primary may have ended before the answer was made".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The etcd backend's engine. See the module docs.
 #[derive(Clone)]
 pub struct ClusterEngine {
@@ -109,6 +121,31 @@ impl ClusterEngine {
     /// The engine that answers now, waiting up to the etcd timeout for the
     /// election to settle.
     async fn current(&self) -> Result<Arc<dyn Engine>, EngineError> {
+        self.current_term().await.map(|(engine, _)| engine)
+    }
+
+    /// Answers a read here, or forwards it. A primary's read is answered
+    /// only if its term still held once the answer was made: the answer
+    /// shows the table as it was when the read was applied, which is
+    /// authoritative only while no other primary can exist. A lease that
+    /// has not lapsed by now had not lapsed then either (a lapsed lease
+    /// never comes back), so checking after the answer closes the window
+    /// between the check on arrival and the read being applied (a process
+    /// frozen in between, by SIGSTOP or a long pause).
+    async fn read<T, F, Fut>(&self, read: F) -> Result<T, EngineError>
+    where
+        F: FnOnce(Arc<dyn Engine>) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        let (engine, term) = self.current_term().await?;
+        let answer = read(engine).await?;
+        still_primary(term.as_ref())?;
+        Ok(answer)
+    }
+
+    /// [`current`](Self::current), with the term when this gateway is the
+    /// primary.
+    async fn current_term(&self) -> Result<(Arc<dyn Engine>, Option<Validity>), EngineError> {
         let mut role = self.role.clone();
         let wait = async {
             loop {
@@ -117,10 +154,12 @@ impl ClusterEngine {
                     // A term that may have lapsed answers nothing, even
                     // before the keep-alive task has noticed.
                     Role::Primary(engine, term) if term.is_valid() => {
-                        return Ok(engine as Arc<dyn Engine>);
+                        return Ok((engine as Arc<dyn Engine>, Some(term)));
                     }
                     Role::Primary(..) => {}
-                    Role::Follower(_) => return Ok(self.remote.clone() as Arc<dyn Engine>),
+                    Role::Follower(_) => {
+                        return Ok((self.remote.clone() as Arc<dyn Engine>, None));
+                    }
                     Role::Electing(_) => {}
                 }
                 if role.changed().await.is_err() {
@@ -157,15 +196,29 @@ impl Engine for ClusterEngine {
     }
 
     async fn renew(&self, key: &str, target: Target, ttl_ms: u64) -> Result<Renewal, EngineError> {
-        self.current().await?.renew(key, target, ttl_ms).await
+        // A refusal (not held, wrong index) changes nothing and is not
+        // stored: it is a read, checked as one. A renewal is stored behind
+        // the term's fence, so the term held when it was made.
+        let (engine, term) = self.current_term().await?;
+        let renewed = engine.renew(key, target, ttl_ms).await;
+        if renewed.is_err() {
+            still_primary(term.as_ref())?;
+        }
+        renewed
     }
 
     async fn release(&self, key: &str, target: Target) -> Result<Release, EngineError> {
-        self.current().await?.release(key, target).await
+        // As for renew.
+        let (engine, term) = self.current_term().await?;
+        let released = engine.release(key, target).await;
+        if released.is_err() {
+            still_primary(term.as_ref())?;
+        }
+        released
     }
 
     async fn get(&self, key: &str) -> Result<KeyView, EngineError> {
-        self.current().await?.get(key).await
+        self.read(|e| async move { e.get(key).await }).await
     }
 
     async fn list(
@@ -174,7 +227,8 @@ impl Engine for ClusterEngine {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KeySummary>, EngineError> {
-        self.current().await?.list(prefix, after, limit).await
+        self.read(|e| async move { e.list(prefix, after, limit).await })
+            .await
     }
 
     async fn watch(&self, key: &str, prefix: bool) -> Result<EventStream, EngineError> {
@@ -182,7 +236,7 @@ impl Engine for ClusterEngine {
     }
 
     async fn stats(&self) -> Result<EngineStats, EngineError> {
-        self.current().await?.stats().await
+        self.read(|e| async move { e.stats().await }).await
     }
 
     async fn shutdown(&self) {
