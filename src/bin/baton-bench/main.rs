@@ -94,6 +94,13 @@ struct Args {
     /// Measured time per measurement, in seconds.
     #[arg(long, default_value_t = 5.0)]
     duration_secs: f64,
+    /// Rounds: every target runs every scenario once a round, the targets
+    /// taking turns, so a slow spell of the machine (a disk whose fsyncs
+    /// slow down for a while) falls on all of them alike. Each row is then
+    /// the median round (by rate; by p50 where a row has no rate), and the
+    /// table lists each rate's range over the rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Write the rows as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -148,6 +155,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
+    let mut rows = Vec::new();
+    let mut run = 0u64;
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("=== round {round} of {}", args.rounds);
+        }
+        rows.extend(run_round(args, &mut run).await?);
+    }
+    Ok(report::median_of_rounds(rows))
+}
+
+/// One round: the reference rows, then every target through every scenario.
+async fn run_round(args: &Args, run: &mut u64) -> anyhow::Result<Vec<report::Row>> {
     let phase = Phase {
         warmup: Duration::from_secs_f64(args.warmup_secs),
         duration: Duration::from_secs_f64(args.duration_secs),
@@ -165,7 +185,6 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
     {
         rows.push(scenarios::etcd_put(phase).await?);
     }
-    let mut run = 0u64;
     for &kind in &args.targets {
         eprintln!("== {}", kind.name());
         for &scenario in &args.scenarios {
@@ -180,8 +199,8 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
             let mut target = Target::start(kind).await?;
             target.ready().await?;
             if scenario == Scenario::Failover {
-                run += 1;
-                let got = scenarios::failover(&mut target, run)
+                *run += 1;
+                let got = scenarios::failover(&mut target, *run)
                     .await
                     .unwrap_or_else(|e| {
                         vec![report::Row::failed("fail-over", kind, 1, format!("{e:#}"))]
@@ -207,7 +226,8 @@ async fn run(args: &Args) -> anyhow::Result<Vec<report::Row>> {
                 Scenario::Failover => vec![],
             };
             for c in counts {
-                run += 1;
+                *run += 1;
+                let run = *run;
                 let journal_before = target.journal_counters().await;
                 let began = std::time::Instant::now();
                 let result = match scenario {

@@ -36,6 +36,10 @@ pub struct Row {
     /// What the target's journal did during the scenario (durable and etcd
     /// baton targets), read from its `/metrics`.
     pub journal: Option<JournalFigures>,
+    /// With `--rounds` above 1: the rates of every round (this row is the
+    /// median one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub round_rates: Vec<f64>,
 }
 
 /// A durable target's journal commits over one scenario (warm-up
@@ -84,6 +88,7 @@ impl Row {
             rss_kib: None,
             failed: None,
             journal: None,
+            round_rates: Vec::new(),
         }
     }
 
@@ -107,6 +112,7 @@ impl Row {
             rss_kib: None,
             failed: Some(why),
             journal: None,
+            round_rates: Vec::new(),
         }
     }
 
@@ -127,8 +133,49 @@ impl Row {
             rss_kib: Some(rss),
             failed: None,
             journal: None,
+            round_rates: Vec::new(),
         }
     }
+}
+
+/// One row per measurement out of several rounds of the same ones: the
+/// median round's row (by rate; by p50 where there is no rate), carrying
+/// every round's rate. A measurement that failed in any round is reported
+/// as that failure, so that no failure hides behind a median.
+pub fn median_of_rounds(rows: Vec<Row>) -> Vec<Row> {
+    let mut groups: Vec<Vec<Row>> = Vec::new();
+    for row in rows {
+        match groups.iter_mut().find(|g| {
+            let first = &g[0];
+            first.scenario == row.scenario
+                && first.target == row.target
+                && first.concurrency == row.concurrency
+        }) {
+            Some(g) => g.push(row),
+            None => groups.push(vec![row]),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|mut g| {
+            if g.len() == 1 {
+                return g.pop();
+            }
+            if let Some(i) = g.iter().position(|r| r.failed.is_some()) {
+                return Some(g.swap_remove(i));
+            }
+            let rates: Vec<f64> = g.iter().map(|r| r.ops_per_sec).collect();
+            if rates.iter().all(|r| *r > 0.0) {
+                g.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+            } else {
+                g.sort_by_key(|r| r.p50_us);
+            }
+            let mid = g.len() / 2;
+            let mut median = g.swap_remove(mid);
+            median.round_rates = rates;
+            Some(median)
+        })
+        .collect()
 }
 
 fn ms(us: u64) -> String {
@@ -204,7 +251,15 @@ pub fn markdown(rows: &[Row]) -> String {
                 let vs_etcd = ratio(find(scenario, reference.name(), r.concurrency));
                 let vs_floor = ratio(find("floor (health check)", r.target, r.concurrency));
                 let rate = if r.ops_per_sec > 0.0 {
-                    format!("{:.0}", r.ops_per_sec)
+                    let (lo, hi) = r
+                        .round_rates
+                        .iter()
+                        .fold((f64::MAX, 0.0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+                    if r.round_rates.len() > 1 {
+                        format!("{:.0} ({lo:.0}–{hi:.0})", r.ops_per_sec)
+                    } else {
+                        format!("{:.0}", r.ops_per_sec)
+                    }
                 } else {
                     "–".to_owned()
                 };
@@ -240,4 +295,45 @@ pub fn markdown(rows: &[Row]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(target: TargetKind, rate: f64) -> Row {
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        let _ = h.record(100);
+        Row::latency("uncontended", target, 64, rate, &h)
+    }
+
+    #[test]
+    fn rounds_collapse_to_the_median_round_and_keep_every_rate() {
+        let rows = vec![
+            row(TargetKind::Memory, 300.0),
+            row(TargetKind::EtcdV3lock, 10.0),
+            row(TargetKind::Memory, 100.0),
+            row(TargetKind::EtcdV3lock, 30.0),
+            row(TargetKind::Memory, 200.0),
+            row(TargetKind::EtcdV3lock, 20.0),
+        ];
+        let out = median_of_rounds(rows);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].ops_per_sec, 200.0);
+        assert_eq!(out[0].round_rates, vec![300.0, 100.0, 200.0]);
+        assert_eq!(out[1].ops_per_sec, 20.0);
+        assert!(markdown(&out).contains("200 (100–300)"));
+    }
+
+    #[test]
+    fn a_failure_in_any_round_is_reported() {
+        let rows = vec![
+            row(TargetKind::Memory, 300.0),
+            Row::failed("uncontended", TargetKind::Memory, 64, "boom".into()),
+            row(TargetKind::Memory, 200.0),
+        ];
+        let out = median_of_rounds(rows);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].failed.as_deref(), Some("boom"));
+    }
 }
