@@ -14,7 +14,7 @@ use baton::engine::{
     AcquireSpec, Engine, EngineError, WaitUpdate,
     embedded::{EmbeddedConfig, EmbeddedEngine},
 };
-use baton::store::{Commit, Journal, Record, Snapshot, StoreError};
+use baton::store::{Commit, HeldRecord, Journal, Record, Snapshot, StoreError};
 use futures::StreamExt;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -30,7 +30,12 @@ struct GatedJournal {
 }
 
 impl Journal for GatedJournal {
-    fn commit(&mut self, records: Vec<Record>, _index_ceiling: u64) -> Commit {
+    fn commit(
+        &mut self,
+        records: Vec<Record>,
+        _index_ceiling: u64,
+        _snapshot: Option<Vec<HeldRecord>>,
+    ) -> Commit {
         let (verdict, decided) = oneshot::channel();
         let sent = self.commits.send((records, verdict));
         Box::pin(async move {
@@ -297,7 +302,12 @@ async fn a_halt_during_a_commit_answers_nothing_of_it() {
 struct SlowJournal(Duration);
 
 impl Journal for SlowJournal {
-    fn commit(&mut self, _records: Vec<Record>, _index_ceiling: u64) -> Commit {
+    fn commit(
+        &mut self,
+        _records: Vec<Record>,
+        _index_ceiling: u64,
+        _snapshot: Option<Vec<HeldRecord>>,
+    ) -> Commit {
         // In tokio's blocking pool, as the redb journal's commits run.
         let pause = self.0;
         let task = tokio::task::spawn_blocking(move || std::thread::sleep(pause));
@@ -359,4 +369,121 @@ async fn paused_time_stands_still_while_a_commit_runs() {
     );
     let view = engine.get("short").await.expect("get");
     assert!(view.holder.is_none(), "the control did not expire the hold");
+}
+
+/// The holds a journal's records add up to, and what the snapshots the
+/// driver gave said.
+#[derive(Default)]
+struct Snapshots {
+    /// Per snapshot: the indexes in it, or how it differed.
+    seen: Vec<Result<Vec<u64>, String>>,
+}
+
+/// A journal that asks for a snapshot before every batch and checks it
+/// against the holds its records add up to once that batch is in.
+struct CheckingJournal {
+    stored: std::collections::BTreeMap<u64, HeldRecord>,
+    snapshots: std::sync::Arc<Mutex<Snapshots>>,
+}
+
+impl Journal for CheckingJournal {
+    fn commit(
+        &mut self,
+        records: Vec<Record>,
+        _index_ceiling: u64,
+        snapshot: Option<Vec<HeldRecord>>,
+    ) -> Commit {
+        for r in records {
+            match r {
+                Record::Held(h) => {
+                    self.stored.insert(h.index, h);
+                }
+                Record::Removed { index } => {
+                    self.stored.remove(&index);
+                }
+            }
+        }
+        if let Some(mut snapshot) = snapshot {
+            snapshot.sort_by_key(|h| h.index);
+            let want: Vec<HeldRecord> = self.stored.values().cloned().collect();
+            let seen = if snapshot == want {
+                Ok(snapshot.iter().map(|h| h.index).collect())
+            } else {
+                Err(format!("snapshot {snapshot:?}, records add up to {want:?}"))
+            };
+            self.snapshots.lock().expect("snapshots").seen.push(seen);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn wants_snapshot(&self) -> bool {
+        true
+    }
+}
+
+/// The snapshot the driver hands a journal (what the etcd journal compacts
+/// into, from the table, so that no journal keeps a copy of the holds) is
+/// exactly the holds the journal's records add up to, a hold kept stored
+/// through its lock-delay included.
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_a_journal_gets_is_what_its_records_add_up_to() {
+    let snapshots = std::sync::Arc::new(Mutex::new(Snapshots::default()));
+    let engine = EmbeddedEngine::durable(
+        EmbeddedConfig {
+            clock: baton::engine::clock::Clock::starting_at(1_000_000),
+            ..EmbeddedConfig::default()
+        },
+        Box::new(CheckingJournal {
+            stored: Default::default(),
+            snapshots: snapshots.clone(),
+        }),
+        Snapshot::default(),
+    );
+    // "a" expires after 100 ms and keeps the key for 500 ms more.
+    let mut a = engine
+        .wait(AcquireSpec {
+            ttl_ms: 100,
+            lock_delay_ms: 500,
+            ..spec("a")
+        })
+        .await
+        .expect("wait a");
+    let Some(Ok(WaitUpdate::Acquired(a_grant))) = a.next().await else {
+        panic!("a is granted");
+    };
+    let mut b = engine.wait(spec("b")).await.expect("wait b");
+    assert!(matches!(b.next().await, Some(Ok(WaitUpdate::Acquired(_)))));
+    let mut c = engine.wait(spec("c")).await.expect("wait c");
+    let Some(Ok(WaitUpdate::Acquired(c_grant))) = c.next().await else {
+        panic!("c is granted");
+    };
+    engine
+        .release("c", baton::engine::Target::Index(c_grant.index))
+        .await
+        .expect("release c");
+    // Past a's deadline, inside its delay: a is no holder, yet stored.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(engine.get("a").await.expect("get").holder.is_none());
+    let _ = engine.wait(spec("d")).await.expect("wait d").next().await;
+    let during = snapshots.lock().expect("snapshots").seen.len();
+    // Past the delay: a is gone from the store too.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = engine.wait(spec("e")).await.expect("wait e").next().await;
+
+    let seen = std::mem::take(&mut snapshots.lock().expect("snapshots").seen);
+    assert!(seen.len() >= 5, "a snapshot with every batch: {seen:?}");
+    let seen: Vec<Vec<u64>> = seen
+        .into_iter()
+        .map(|s| s.expect("a snapshot that differs from the records"))
+        .collect();
+    assert!(
+        seen[..during]
+            .last()
+            .is_some_and(|s| s.contains(&a_grant.index)),
+        "a hold in its lock-delay is part of the snapshot: {seen:?}"
+    );
+    assert!(
+        seen.last().is_some_and(|s| !s.contains(&a_grant.index)),
+        "a hold whose delay ended is not: {seen:?}"
+    );
 }

@@ -55,7 +55,7 @@ async fn commit(
     records: Vec<Record>,
     ceiling: u64,
 ) -> (EtcdJournal, Result<(), StoreError>) {
-    let r = journal.commit(records, ceiling).await;
+    let r = journal.commit(records, ceiling, None).await;
     (journal, r)
 }
 
@@ -133,7 +133,7 @@ async fn one_primary_at_a_time_and_the_journal_survives_it() {
     assert_eq!(restored.index_ceiling, 4000);
 
     // Compaction keeps the state and empties the log.
-    journal.compact().await.expect("compact");
+    journal.compact(want.clone(), 4000).await.expect("compact");
     let log = log_keys(&c).await;
     assert_eq!(log, 0, "compaction leaves no batch behind");
     let (journal, r) = commit(journal, vec![Record::Removed { index: 2 }], 4000).await;
@@ -249,7 +249,13 @@ async fn batches_in_flight_together_count_only_in_order() {
         .expect("open");
     let mut journal = journal.with_depth(4);
     let commits: Vec<_> = (1..=4u64)
-        .map(|i| journal.commit(vec![Record::Held(held(i, &format!("k{i}"), None))], 1025))
+        .map(|i| {
+            journal.commit(
+                vec![Record::Held(held(i, &format!("k{i}"), None))],
+                1025,
+                None,
+            )
+        })
         .collect();
     for r in futures::future::join_all(commits).await {
         r.expect("a commit in flight with others");
@@ -312,8 +318,9 @@ async fn log_keys_under(c: &Client, prefix: &str) -> usize {
         .len()
 }
 
-/// The journal compacts itself every `COMPACT_EVERY` batches while later
-/// batches are in flight, and a restore after it has every hold.
+/// The journal asks for a snapshot every `COMPACT_EVERY` batches and
+/// compacts itself into it while later batches are in flight; a restore
+/// after it has every hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_compacts_itself_with_commits_in_flight() {
     let etcd = Etcd::start();
@@ -332,6 +339,9 @@ async fn the_journal_compacts_itself_with_commits_in_flight() {
     let batches = COMPACT_EVERY + 100;
     // Polled together, as the engine's driver polls its commits.
     let mut in_flight = futures::stream::FuturesOrdered::new();
+    // The holds as the engine's table would have them.
+    let mut model = std::collections::BTreeMap::new();
+    let mut snapshots = 0;
     for i in 1..=batches {
         // Every batch holds a new index; every other one drops the one
         // before it.
@@ -339,7 +349,21 @@ async fn the_journal_compacts_itself_with_commits_in_flight() {
         if i % 2 == 0 {
             records.push(Record::Removed { index: i - 1 });
         }
-        in_flight.push_back(journal.commit(records, 1_000_000));
+        for r in &records {
+            match r {
+                Record::Held(h) => {
+                    model.insert(h.index, h.clone());
+                }
+                Record::Removed { index } => {
+                    model.remove(index);
+                }
+            }
+        }
+        let snapshot = journal.wants_snapshot().then(|| {
+            snapshots += 1;
+            model.values().cloned().collect()
+        });
+        in_flight.push_back(journal.commit(records, 1_000_000, snapshot));
         if in_flight.len() == 4 {
             in_flight.next().await.expect("one").expect("commit");
         }
@@ -347,6 +371,7 @@ async fn the_journal_compacts_itself_with_commits_in_flight() {
     while let Some(r) = in_flight.next().await {
         r.expect("commit");
     }
+    assert_eq!(snapshots, 1, "one snapshot asked for in {batches} batches");
     let log = log_keys_under(&c, "/cj/").await;
     assert!(
         log < 200,

@@ -17,6 +17,7 @@ use baton::engine::{
     AcquireSpec, EventKind, Target,
     table::{Admission, Departure, LockTable, TableLimits, WaiterId},
 };
+use baton::store::{HeldRecord, Record};
 use proptest::prelude::*;
 
 /// The keys of a history and their limits: a lock and two semaphores.
@@ -78,6 +79,7 @@ fn key(k: usize) -> String {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut t = LockTable::new(TableLimits::default());
     let mut now = 0u64;
+    let mut stored: std::collections::BTreeMap<u64, HeldRecord> = std::collections::BTreeMap::new();
     let mut waiters: Vec<WaiterId> = Vec::new();
     let mut indexes: Vec<Vec<u64>> = vec![Vec::new(); LIMITS.len()];
     // The lock-delay each index was created with.
@@ -147,7 +149,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
         }
-        for ev in t.take_output().events {
+        let out = t.take_output();
+        // What a journal replaying the records holds is what the table
+        // says is stored (what a compaction writes).
+        for r in out.records {
+            match r {
+                Record::Held(h) => {
+                    stored.insert(h.index, h);
+                }
+                Record::Removed { index } => {
+                    stored.remove(&index);
+                }
+            }
+        }
+        let mut snapshot = t.stored();
+        snapshot.sort_by_key(|h| h.index);
+        prop_assert_eq!(&snapshot, &stored.values().cloned().collect::<Vec<_>>());
+        for ev in out.events {
             let k: usize = ev.key[1..].parse().unwrap();
             match ev.kind {
                 EventKind::Expired => {

@@ -25,7 +25,7 @@ use super::{
     table::{Admission, Departure, LockTable, Notice, TableLimits, WaiterId},
     types::FailReason,
 };
-use crate::store::{Journal, Record, Snapshot, StoreError};
+use crate::store::{HeldRecord, Journal, Record, Snapshot, StoreError};
 
 /// Commands applied before one commit, at most.
 pub const MAX_BATCH: usize = 4096;
@@ -513,7 +513,8 @@ impl Driver {
                 match self.journal.as_deref_mut() {
                     Some(journal) if batch.must_commit() => {
                         let ceiling = batch.ceiling.unwrap_or(self.index_ceiling);
-                        in_flight.push_back(store(journal, ceiling, batch));
+                        let snapshot = journal.wants_snapshot().then(|| self.table.stored());
+                        in_flight.push_back(store(journal, ceiling, snapshot, batch));
                     }
                     // Nothing to store, but it may answer a read of what
                     // a batch still in the journal did: it is heard of
@@ -704,10 +705,15 @@ impl Driver {
 
 /// Hands the batch's records to the journal; the future resolves with the
 /// batch once its commit ended.
-fn store(journal: &mut dyn Journal, ceiling: u64, mut batch: Batch) -> InFlight {
+fn store(
+    journal: &mut dyn Journal,
+    ceiling: u64,
+    snapshot: Option<Vec<HeldRecord>>,
+    mut batch: Batch,
+) -> InFlight {
     let records = std::mem::take(&mut batch.records);
     let count = records.len();
-    let commit = journal.commit(records, ceiling);
+    let commit = journal.commit(records, ceiling, snapshot);
     let sent = std::time::Instant::now();
     Box::pin(async move {
         let result = commit.await;

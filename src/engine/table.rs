@@ -229,9 +229,10 @@ struct Waiter {
 pub struct LockTable {
     keys: BTreeMap<String, KeyQueue>,
     key_of_index: HashMap<u64, String>,
-    /// Holds that expired with a lock-delay still running, by index: their
-    /// stored records are removed only when the delay ends.
-    delayed: HashMap<u64, String>,
+    /// Holds that expired with a lock-delay still running, by index, as
+    /// they are stored: their records are removed only when the delay
+    /// ends, and until then they are part of [`stored`](Self::stored).
+    delayed: HashMap<u64, HeldRecord>,
     waiters: HashMap<WaiterId, Waiter>,
     timers: BTreeSet<(UnixMillis, Timer)>,
     next_index: u64,
@@ -337,6 +338,24 @@ impl LockTable {
         shrink_if_sparse(&mut self.waiters);
         shrink_if_sparse(&mut self.key_of_index);
         shrink_if_sparse(&mut self.delayed);
+    }
+
+    /// Every hold as it is stored once the output taken so far is: each
+    /// holder of every key, and the holds that expired with a lock-delay
+    /// still running. What a journal compacts its log into, so that no
+    /// journal keeps a copy of the holds of its own.
+    pub fn stored(&self) -> Vec<HeldRecord> {
+        let mut holds: Vec<HeldRecord> = self
+            .keys
+            .iter()
+            .flat_map(|(key, q)| {
+                q.entries
+                    .keys()
+                    .map_while(move |&index| self.held_record(key, index))
+            })
+            .collect();
+        holds.extend(self.delayed.values().cloned());
+        holds
     }
 
     /// Takes what was produced since the last call.
@@ -668,7 +687,7 @@ impl LockTable {
     /// stored record goes, and when no later delay runs on the key the
     /// queue fills up to the limit, granted at the current time.
     fn end_delay(&mut self, index: u64, at: UnixMillis) {
-        let Some(key) = self.delayed.remove(&index) else {
+        let Some(HeldRecord { key, .. }) = self.delayed.remove(&index) else {
             return;
         };
         self.out.records.push(Record::Removed { index });
@@ -889,6 +908,7 @@ impl LockTable {
         let Some(entry) = queue.entries.remove(&index) else {
             return;
         };
+        let limit = queue.limit;
         if let Some(v) = &entry.value {
             queue.by_value.remove(v);
         }
@@ -942,7 +962,19 @@ impl LockTable {
             match delay_until {
                 // Stored until the delay ends, so a restart keeps it.
                 Some(until) => {
-                    self.delayed.insert(index, key.to_owned());
+                    self.delayed.insert(
+                        index,
+                        HeldRecord {
+                            key: key.to_owned(),
+                            index,
+                            value: entry.value.clone(),
+                            ttl_ms: entry.ttl_ms,
+                            acquired_at: hold.acquired_at,
+                            deadline: hold.deadline,
+                            limit,
+                            lock_delay_ms: entry.lock_delay_ms,
+                        },
+                    );
                     self.timers.insert((until, Timer::DelayEnd(index)));
                 }
                 None => self.out.records.push(Record::Removed { index }),

@@ -201,10 +201,6 @@ pub struct EtcdJournal {
     seq: u64,
     /// The batches started since the last compaction.
     since_compaction: u64,
-    /// Every hold, as the log says once every batch started is in:
-    /// what a compaction writes.
-    holds: BTreeMap<u64, HeldRecord>,
-    ceiling: u64,
     /// Commits in flight at once, at most (`--etcd-journal-depth`).
     depth: usize,
     /// The last commit started. Each commit resolves only after the one
@@ -236,7 +232,8 @@ enum Encoded {
 struct Plan {
     seq: u64,
     ceiling: u64,
-    holds: Vec<StoredHold>,
+    /// Every hold once batch `seq` is in (the engine's table gave them).
+    holds: Vec<HeldRecord>,
 }
 
 impl std::fmt::Debug for EtcdJournal {
@@ -244,7 +241,6 @@ impl std::fmt::Debug for EtcdJournal {
         f.debug_struct("EtcdJournal")
             .field("fence", &self.writer.fence)
             .field("seq", &self.seq)
-            .field("holds", &self.holds.len())
             .field("depth", &self.depth)
             .finish_non_exhaustive()
     }
@@ -395,8 +391,6 @@ impl EtcdJournal {
             writer: Arc::new(writer),
             seq,
             since_compaction: 0,
-            holds,
-            ceiling,
             depth: 1,
             last: None,
         };
@@ -411,26 +405,26 @@ impl EtcdJournal {
         self
     }
 
-    /// Writes every hold as a new snapshot generation and moves the head to
+    /// Writes `holds` (every hold once the last batch started is in) and
+    /// the index ceiling as a new snapshot generation and moves the head to
     /// it, dropping the batches and generations it replaces, once every
     /// commit started is in. The journal does this itself every
-    /// [`COMPACT_EVERY`] batches.
-    pub async fn compact(&mut self) -> Result<(), StoreError> {
+    /// [`COMPACT_EVERY`] batches, with the snapshot the engine gives it.
+    pub async fn compact(
+        &mut self,
+        holds: Vec<HeldRecord>,
+        ceiling: u64,
+    ) -> Result<(), StoreError> {
         if let Some(last) = self.last.take() {
             last.await?;
         }
-        let plan = self.plan();
-        self.writer.compact(plan).await
-    }
-
-    /// What a compaction after the last batch started writes.
-    fn plan(&mut self) -> Plan {
         self.since_compaction = 0;
-        Plan {
+        let plan = Plan {
             seq: self.seq,
-            ceiling: self.ceiling,
-            holds: self.holds.values().map(StoredHold::from).collect(),
-        }
+            ceiling,
+            holds,
+        };
+        self.writer.compact(plan).await
     }
 }
 
@@ -458,9 +452,11 @@ impl Writer {
         let generation = plan.seq;
         let prefix = self.keys.generation(generation);
         // Encoding every hold is the one heavy step: off the runtime.
-        let chunks = tokio::task::spawn_blocking(move || chunk_holds(plan.holds))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let chunks = tokio::task::spawn_blocking(move || {
+            chunk_holds(plan.holds.iter().map(StoredHold::from).collect())
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
         let count = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             self.guarded(vec![TxnOp::put(format!("{prefix}{i:06}"), chunk, None)])
@@ -595,26 +591,27 @@ impl Writer {
 }
 
 impl Journal for EtcdJournal {
-    fn commit(&mut self, records: Vec<Record>, index_ceiling: u64) -> Commit {
+    fn commit(
+        &mut self,
+        records: Vec<Record>,
+        index_ceiling: u64,
+        snapshot: Option<Vec<HeldRecord>>,
+    ) -> Commit {
         let seq = self.seq + 1;
         let batch = match encode_batch(&records, index_ceiling) {
             Ok(b) => b,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         self.seq = seq;
-        for r in records {
-            match r {
-                Record::Held(h) => {
-                    self.holds.insert(h.index, h);
-                }
-                Record::Removed { index } => {
-                    self.holds.remove(&index);
-                }
-            }
-        }
-        self.ceiling = index_ceiling;
         self.since_compaction += 1;
-        let compaction = (self.since_compaction >= COMPACT_EVERY).then(|| self.plan());
+        let compaction = snapshot.map(|holds| {
+            self.since_compaction = 0;
+            Plan {
+                seq,
+                ceiling: index_ceiling,
+                holds,
+            }
+        });
         let writer = Arc::clone(&self.writer);
         let before = self.last.take();
         let commit: Commit = Box::pin(async move {
@@ -632,6 +629,10 @@ impl Journal for EtcdJournal {
         let commit = commit.shared();
         self.last = Some(commit.clone());
         Box::pin(commit)
+    }
+
+    fn wants_snapshot(&self) -> bool {
+        self.since_compaction + 1 >= COMPACT_EVERY
     }
 
     fn depth(&self) -> usize {

@@ -40,7 +40,23 @@ pub type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 /// flight at once; redb's runs on a blocking thread inside its future.
 pub trait Journal: Send + 'static {
     /// Starts making `records` and `index_ceiling` durable, atomically.
-    fn commit(&mut self, records: Vec<Record>, index_ceiling: u64) -> Commit;
+    /// `snapshot` is every hold as stored once this batch is in, given
+    /// when [`wants_snapshot`](Journal::wants_snapshot) asked for it before
+    /// the batch.
+    fn commit(
+        &mut self,
+        records: Vec<Record>,
+        index_ceiling: u64,
+        snapshot: Option<Vec<HeldRecord>>,
+    ) -> Commit;
+
+    /// Whether the next commit should come with a snapshot of every hold:
+    /// a journal that is a log compacts it into one, and the engine's
+    /// table is the one place the holds are kept (the journal keeps no
+    /// copy of its own).
+    fn wants_snapshot(&self) -> bool {
+        false
+    }
 
     /// How many commits the engine may have in flight at once (at least
     /// 1). A journal that allows more than one keeps batches in order on

@@ -184,7 +184,12 @@ impl RedbJournal {
 }
 
 impl Journal for RedbJournal {
-    fn commit(&mut self, records: Vec<Record>, index_ceiling: u64) -> Commit {
+    fn commit(
+        &mut self,
+        records: Vec<Record>,
+        index_ceiling: u64,
+        _snapshot: Option<Vec<HeldRecord>>,
+    ) -> Commit {
         // The ceiling moves once per INDEX_RESERVATION entries; writing it
         // only then keeps most commits to the holds table alone. Commits
         // run one at a time (depth 1), so the last one asked for is the
