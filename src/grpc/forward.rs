@@ -9,10 +9,13 @@
 //! last two drop the call's task, which withdraws a wait as a reset stream
 //! would.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, panic::AssertUnwindSafe};
 
-use futures::{Stream, StreamExt};
-use tokio::{sync::mpsc, task::JoinSet};
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::{
+    sync::mpsc,
+    task::{AbortHandle, JoinSet},
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{GrpcStream, for_caller};
@@ -45,17 +48,22 @@ impl pb::forward_server::Forward for ForwardGrpc {
 
 type Replies = mpsc::Sender<Result<pb::ForwardReply, Status>>;
 
+/// A call open on the exchange.
+struct Open {
+    task: AbortHandle,
+    /// A wait's signals from the follower (`heard`, `cancel`), in the order
+    /// they came: a wait is never aborted from here, so a grant heard just
+    /// before its client left is counted as heard first. `None` for other
+    /// calls, which a cancel aborts.
+    signals: Option<mpsc::UnboundedSender<Signal>>,
+}
+
 /// Starts every call the follower sends, until the follower goes away or
 /// the server shuts down; then ends the calls still open.
 async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx: Replies) {
-    let mut calls = JoinSet::new();
-    // The open calls by id, and back.
-    let mut by_id: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
-    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
-    // Each open wait's signals from the follower (`heard`, `cancel`), in
-    // the order they came: a wait is never aborted from here, so a grant
-    // heard just before its client left is counted as heard first.
-    let mut waits: HashMap<u64, mpsc::UnboundedSender<Signal>> = HashMap::new();
+    // Each call's task returns its id when it is over.
+    let mut calls: JoinSet<u64> = JoinSet::new();
+    let mut open: HashMap<u64, Open> = HashMap::new();
     let closing = service.closing();
     tokio::pin!(closing);
     loop {
@@ -67,41 +75,35 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
                 break;
             }
             () = tx.closed() => break,
-            Some(done) = calls.join_next_with_id() => {
-                let task = match done {
-                    Ok((task, ())) => task,
-                    Err(e) => e.id(),
-                };
-                if let Some(id) = ids.remove(&task) {
-                    by_id.remove(&id);
-                    waits.remove(&id);
+            Some(done) = calls.join_next() => {
+                // An aborted call was forgotten when it was aborted.
+                if let Ok(id) = done {
+                    open.remove(&id);
                 }
             }
             next = requests.message() => match next {
                 Ok(Some(pb::ForwardRequest { id, call: Some(Call::Cancel(_)) })) => {
-                    if let Some(wait) = waits.remove(&id) {
-                        let _ = wait.send(Signal::Cancel);
-                    } else if let Some(task) = by_id.remove(&id) {
-                        ids.remove(&task.id());
-                        task.abort();
+                    match open.remove(&id) {
+                        Some(Open { signals: Some(wait), .. }) => {
+                            let _ = wait.send(Signal::Cancel);
+                        }
+                        Some(Open { task, signals: None }) => task.abort(),
+                        None => {}
                     }
                 }
                 Ok(Some(pb::ForwardRequest { id, call: Some(Call::Heard(_)) })) => {
-                    if let Some(wait) = waits.get(&id) {
+                    if let Some(Open { signals: Some(wait), .. }) = open.get(&id) {
                         let _ = wait.send(Signal::Heard);
                     }
                 }
                 Ok(Some(pb::ForwardRequest { id, call: Some(Call::Wait(req)) })) => {
                     let (signal, signals) = mpsc::unbounded_channel();
-                    waits.insert(id, signal);
-                    let task = calls.spawn(wait(service.clone(), id, req, tx.clone(), signals));
-                    ids.insert(task.id(), id);
-                    by_id.insert(id, task);
+                    let task = start(&mut calls, id, &tx, wait(service.clone(), id, req, tx.clone(), signals));
+                    open.insert(id, Open { task, signals: Some(signal) });
                 }
                 Ok(Some(pb::ForwardRequest { id, call: Some(call) })) => {
-                    let task = calls.spawn(run(service.clone(), id, call, tx.clone()));
-                    ids.insert(task.id(), id);
-                    by_id.insert(id, task);
+                    let task = start(&mut calls, id, &tx, run(service.clone(), id, call, tx.clone()));
+                    open.insert(id, Open { task, signals: None });
                 }
                 Ok(Some(pb::ForwardRequest { id, call: None })) => {
                     let _ = tx.send(Ok(failed(id, &Status::invalid_argument("a forwarded request without a call")))).await;
@@ -114,6 +116,30 @@ async fn serve(service: Service, mut requests: Streaming<pb::ForwardRequest>, tx
     }
     // Dropping the set aborts every call still open.
     calls.shutdown().await;
+}
+
+/// Runs the call `id` as a task of `calls`. A call that panics is answered
+/// INTERNAL, as tonic answers a handler that panics, so the follower's
+/// caller is not left waiting.
+fn start(
+    calls: &mut JoinSet<u64>,
+    id: u64,
+    tx: &Replies,
+    call: impl Future<Output = ()> + Send + 'static,
+) -> AbortHandle {
+    let tx = tx.clone();
+    calls.spawn(async move {
+        if AssertUnwindSafe(call).catch_unwind().await.is_err() {
+            tracing::error!(id, "a forwarded call panicked");
+            let _ = tx
+                .send(Ok(failed(
+                    id,
+                    &Status::internal("the call failed on the primary"),
+                )))
+                .await;
+        }
+        id
+    })
 }
 
 /// What the follower says of an open wait.
