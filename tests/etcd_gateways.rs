@@ -544,20 +544,7 @@ fn baton_status_names_each_gateways_role_and_the_primary() {
 /// The role a TLS gateway reports, asked with the test CA and a client
 /// certificate.
 fn tls_role(server: &Server, certs: &common::etcd::Certs) -> String {
-    let r = common::curl(
-        &server.addr,
-        &[
-            "--max-time",
-            "5",
-            "--cacert",
-            &certs.ca.display().to_string(),
-            "--cert",
-            &certs.client_cert.display().to_string(),
-            "--key",
-            &certs.client_key.display().to_string(),
-            "https://ADDR/v1/status",
-        ],
-    );
+    let r = certs.curl(&server.addr, &["--max-time", "5", "https://ADDR/v1/status"]);
     serde_json::from_str::<serde_json::Value>(&r.body)
         .ok()
         .and_then(|v| v["role"].as_str().map(str::to_owned))
@@ -610,22 +597,10 @@ fn followers_forward_over_mutual_tls_with_the_peer_flags() {
     wait_role(&follower, "follower");
     let stranger = Server::etcd(&etcd, "/mtls/", &without_peer);
 
-    let ca = p(&certs.ca);
-    let cert = p(&certs.client_cert);
-    let key = p(&certs.client_key);
     let tls_curl = |s: &Server, extra: &[&str]| {
-        let mut args = vec![
-            "--max-time",
-            "10",
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-        ];
+        let mut args = vec!["--max-time", "10"];
         args.extend_from_slice(extra);
-        common::curl(&s.addr, &args)
+        certs.curl(&s.addr, &args)
     };
     // Through the follower with the peer flags: taken on the primary.
     let r = tls_curl(

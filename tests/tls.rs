@@ -202,19 +202,9 @@ async fn with_a_client_ca_only_clients_with_a_certificate_get_in() {
         path(&certs.client_key),
     );
 
-    let with_cert = curl(
+    let with_cert = certs.curl(
         &s.addr,
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "-X",
-            "POST",
-            "https://ADDR/mod/v2/lock/m?ttl=10",
-        ],
+        &["-X", "POST", "https://ADDR/mod/v2/lock/m?ttl=10"],
     );
     assert_eq!(
         (with_cert.status, with_cert.body.as_str()),

@@ -41,6 +41,19 @@ pub struct Certs {
 }
 
 impl Certs {
+    /// Runs [`curl`](super::curl) with `args` as a client that trusts the
+    /// test CA and shows the client certificate (mutual TLS).
+    pub fn curl(&self, addr: &str, args: &[&str]) -> super::Reply {
+        let (ca, cert, key) = (
+            self.ca.display().to_string(),
+            self.client_cert.display().to_string(),
+            self.client_key.display().to_string(),
+        );
+        let mut all = vec!["--cacert", &ca, "--cert", &cert, "--key", &key];
+        all.extend_from_slice(args);
+        super::curl(addr, &all)
+    }
+
     /// Makes the certificates in `dir`.
     pub fn make(dir: &std::path::Path) -> Self {
         let run = |args: &[&str]| {
