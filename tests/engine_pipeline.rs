@@ -394,14 +394,7 @@ impl Journal for CheckingJournal {
         snapshot: Option<Vec<HeldRecord>>,
     ) -> Commit {
         for r in records {
-            match r {
-                Record::Held(h) => {
-                    self.stored.insert(h.index, h);
-                }
-                Record::Removed { index } => {
-                    self.stored.remove(&index);
-                }
-            }
+            r.apply_to(&mut self.stored);
         }
         if let Some(mut snapshot) = snapshot {
             snapshot.sort_by_key(|h| h.index);

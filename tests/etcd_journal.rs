@@ -350,14 +350,7 @@ async fn the_journal_compacts_itself_with_commits_in_flight() {
             records.push(Record::Removed { index: i - 1 });
         }
         for r in &records {
-            match r {
-                Record::Held(h) => {
-                    model.insert(h.index, h.clone());
-                }
-                Record::Removed { index } => {
-                    model.remove(index);
-                }
-            }
+            r.clone().apply_to(&mut model);
         }
         let snapshot = journal.wants_snapshot().then(|| {
             snapshots += 1;

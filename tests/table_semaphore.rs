@@ -153,14 +153,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         // What a journal replaying the records holds is what the table
         // says is stored (what a compaction writes).
         for r in out.records {
-            match r {
-                Record::Held(h) => {
-                    stored.insert(h.index, h);
-                }
-                Record::Removed { index } => {
-                    stored.remove(&index);
-                }
-            }
+            r.apply_to(&mut stored);
         }
         let mut snapshot = t.stored();
         snapshot.sort_by_key(|h| h.index);

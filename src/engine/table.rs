@@ -1446,14 +1446,7 @@ mod semaphore_and_delay_tests {
         let mut stored = std::collections::BTreeMap::new();
         let mut apply = |out: Output| {
             for r in out.records {
-                match r {
-                    Record::Held(h) => {
-                        stored.insert(h.index, h);
-                    }
-                    Record::Removed { index } => {
-                        stored.remove(&index);
-                    }
-                }
+                r.apply_to(&mut stored);
             }
         };
         apply(t.take_output());

@@ -24,6 +24,22 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// Applies this change to `holds` (by index), as replaying a journal
+    /// does: the one way records add up to the stored holds, for restores
+    /// and for the tests that check a snapshot against its records.
+    pub fn apply_to(self, holds: &mut std::collections::BTreeMap<u64, HeldRecord>) {
+        match self {
+            Record::Held(h) => {
+                holds.insert(h.index, h);
+            }
+            Record::Removed { index } => {
+                holds.remove(&index);
+            }
+        }
+    }
+}
+
 /// A hold as it is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldRecord {
