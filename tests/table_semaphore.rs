@@ -17,7 +17,7 @@ use baton::engine::{
     AcquireSpec, EventKind, Target,
     table::{Admission, Departure, LockTable, TableLimits, WaiterId},
 };
-use baton::store::{HeldRecord, Record};
+use baton::store::HeldRecord;
 use proptest::prelude::*;
 
 /// The keys of a history and their limits: a lock and two semaphores.
