@@ -22,6 +22,15 @@ use crate::common::{
 };
 use crate::fixture::{Backend, Fixture, Options};
 
+/// Opens a wait that must queue, and returns its stream past the
+/// `Queued` event.
+async fn queued(c: &mut LockClient<Channel>, req: pb::WaitRequest) -> Streaming<pb::WaitEvent> {
+    let mut s = c.wait(req).await.unwrap().into_inner();
+    let first = next_event(&mut s).await.unwrap();
+    assert!(matches!(first, wait_event::Event::Queued(_)), "{first:?}");
+    s
+}
+
 pub async fn queue_len(c: &mut LockClient<Channel>, key: &str) -> usize {
     view(c, key).await.queue.len()
 }
@@ -84,15 +93,7 @@ pub async fn disconnecting_a_queued_stream_removes_its_entry(backend: Backend) {
     let (_holder, _) = acquire(&mut c, "dc", "", 0).await;
     {
         let mut w = server.lock().await;
-        let mut s = w
-            .wait(wait_req("dc", "", 0, None))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(
-            next_event(&mut s).await.unwrap(),
-            wait_event::Event::Queued(_)
-        ));
+        let _queued = queued(&mut w, wait_req("dc", "", 0, None)).await;
         assert_eq!(queue_len(&mut c, "dc").await, 1);
         // The stream and its connection are dropped here.
     }
@@ -128,15 +129,7 @@ pub async fn timeout_zero_and_timeout_n(backend: Backend) {
 
     // Held: timeout 500 ms fails after about that long, leaving nothing.
     let start = Instant::now();
-    let mut s = c
-        .wait(wait_req("t", "", 0, Some(500)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut s).await.unwrap(),
-        wait_event::Event::Queued(_)
-    ));
+    let mut s = queued(&mut c, wait_req("t", "", 0, Some(500))).await;
     let err = next_event(&mut s).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(start.elapsed() >= Duration::from_millis(500));
@@ -155,15 +148,7 @@ pub async fn ttl_expiry_hands_the_lock_on(backend: Backend) {
     let mut c = server.lock().await;
     let (mut holder, first) = acquire(&mut c, "exp", "", 300).await;
     let mut w = server.lock().await;
-    let mut s = w
-        .wait(wait_req("exp", "", 0, None))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut s).await.unwrap(),
-        wait_event::Event::Queued(_)
-    ));
+    let mut s = queued(&mut w, wait_req("exp", "", 0, None)).await;
     match next_event(&mut s).await.unwrap() {
         wait_event::Event::Acquired(a) => assert!(a.index > first),
         other => panic!("{other:?}"),
@@ -183,15 +168,7 @@ pub async fn releasing_a_queued_entry_fails_its_waiters(backend: Backend) {
     let mut c = server.lock().await;
     let (_h, _) = acquire(&mut c, "rq", "", 0).await;
     let mut w = server.lock().await;
-    let mut s = w
-        .wait(wait_req("rq", "bob", 0, None))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut s).await.unwrap(),
-        wait_event::Event::Queued(_)
-    ));
+    let mut s = queued(&mut w, wait_req("rq", "bob", 0, None)).await;
     c.release(pb::ReleaseRequest {
         key: "rq".into(),
         target: Some(release_request::Target::Value("bob".into())),
