@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use baton::etcd::{
     Endpoints, EtcdConfig,
     journal::{COMPACT_EVERY, EtcdJournal, MAX_PART_BYTES},
-    primary::Election,
+    primary::{Election, Leadership},
 };
 use baton::store::{HeldRecord, Journal, Record, StoreError};
 use common::etcd::Etcd;
@@ -57,6 +57,25 @@ async fn commit(
 ) -> (EtcdJournal, Result<(), StoreError>) {
     let r = journal.commit(records, ceiling, None).await;
     (journal, r)
+}
+
+/// A primary alone under `prefix`: its endpoints, the term it won, and its
+/// journal with up to `depth` commits in flight.
+async fn primary_journal(
+    etcd: &Etcd,
+    prefix: &str,
+    depth: usize,
+) -> (Endpoints, Leadership, EtcdJournal) {
+    let e = endpoints(etcd, TIMEOUT);
+    let term = Election::new(e.clone(), prefix, 5)
+        .try_win("http://a:1")
+        .await
+        .expect("etcd")
+        .expect("wins");
+    let (journal, _) = EtcdJournal::open(e.clone(), prefix, term.fence.clone())
+        .await
+        .expect("open");
+    (e, term, journal.with_depth(depth))
 }
 
 /// How many keys the journal's log under `/j/` has.
@@ -237,17 +256,7 @@ async fn the_primary_compacts_etcds_history() {
 async fn batches_in_flight_together_count_only_in_order() {
     let etcd = Etcd::start();
     let c = client(&etcd).await;
-    let e = endpoints(&etcd, TIMEOUT);
-    let election = Election::new(e.clone(), "/d/", 5);
-    let term = election
-        .try_win("http://a:1")
-        .await
-        .expect("etcd")
-        .expect("wins");
-    let (journal, _) = EtcdJournal::open(e.clone(), "/d/", term.fence.clone())
-        .await
-        .expect("open");
-    let mut journal = journal.with_depth(4);
+    let (e, term, mut journal) = primary_journal(&etcd, "/d/", 4).await;
     let commits: Vec<_> = (1..=4u64)
         .map(|i| {
             journal.commit(
@@ -325,17 +334,7 @@ async fn log_keys_under(c: &Client, prefix: &str) -> usize {
 async fn the_journal_compacts_itself_with_commits_in_flight() {
     let etcd = Etcd::start();
     let c = client(&etcd).await;
-    let e = endpoints(&etcd, TIMEOUT);
-    let election = Election::new(e.clone(), "/cj/", 5);
-    let term = election
-        .try_win("http://a:1")
-        .await
-        .expect("etcd")
-        .expect("wins");
-    let (journal, _) = EtcdJournal::open(e.clone(), "/cj/", term.fence.clone())
-        .await
-        .expect("open");
-    let mut journal = journal.with_depth(4);
+    let (e, term, mut journal) = primary_journal(&etcd, "/cj/", 4).await;
     let batches = COMPACT_EVERY + 100;
     // Polled together, as the engine's driver polls its commits.
     let mut in_flight = futures::stream::FuturesOrdered::new();
