@@ -765,3 +765,26 @@ async fn a_grant_read_then_dropped_at_once_stands() {
         );
     }
 }
+
+/// A follower whose clients only wait sends nothing on its forwarding
+/// stream for as long as they wait. The primary's body-read timeout (a
+/// slow-body defence for requests that should finish) must not end that
+/// stream: its waits would all fail UNAVAILABLE and lose their places.
+/// Dead followers are found by HTTP/2 PINGs instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_forwarding_stream_outlives_the_body_read_timeout() {
+    let s = Server::start(&["--memory", "--body-read-timeout-secs", "1"]);
+    let e = engine(&s);
+    let mut c = s.lock().await;
+    let (_holder, index) = common::acquire(&mut c, "quiet", "", 0).await;
+    let mut w = e.wait(spec("quiet", "", 0, None)).await.expect("wait");
+    assert!(matches!(next(&mut w).await, Ok(WaitUpdate::Queued { .. })));
+    // Three body-read timeouts with nothing sent on the stream.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    common::release(&mut c, "quiet", index).await;
+    let got = next(&mut w).await;
+    assert!(
+        matches!(got, Ok(WaitUpdate::Acquired(_))),
+        "the queued wait through the quiet stream: {got:?}"
+    );
+}

@@ -22,6 +22,12 @@ use super::{GrpcStream, for_caller};
 use crate::proto::v1::{self as pb, forward_reply::Reply, forward_request::Call};
 use crate::service::{Service, ServiceError};
 
+/// The path of the exchange: a request body that is quiet for as long as
+/// the follower's clients only wait, so the listener's body-read timeout
+/// (a slow-body defence for requests that should finish) must not apply to
+/// it. A follower that vanished is found by HTTP/2 PINGs instead.
+pub const EXCHANGE_PATH: &str = "/baton.v1.Forward/Exchange";
+
 /// Replies waiting for the follower to read them. When it stops reading,
 /// calls wait to send, and a watch's own buffer on the engine then decides
 /// when it is cut off as lagging.
@@ -297,5 +303,18 @@ fn failed(id: u64, status: &Status) -> pb::ForwardReply {
     pb::ForwardReply {
         id,
         reply: Some(failure(status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::server::NamedService;
+
+    use super::*;
+
+    #[test]
+    fn the_exchange_path_is_the_generated_one() {
+        let service = <pb::forward_server::ForwardServer<ForwardGrpc> as NamedService>::NAME;
+        assert_eq!(EXCHANGE_PATH, format!("/{service}/Exchange"));
     }
 }

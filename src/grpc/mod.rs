@@ -8,6 +8,8 @@ mod forward;
 mod lock;
 mod status;
 
+pub use forward::EXCHANGE_PATH;
+
 use futures::StreamExt;
 use tonic::{Response, Status};
 

@@ -8,7 +8,9 @@
 //!   starting to wait for one (also the time a new connection gets to say
 //!   anything at all);
 //! - a body-read timeout: a request body that sends nothing for
-//!   [`ConnLimits::body_read_timeout`] fails (a slow-body slowloris);
+//!   [`ConnLimits::body_read_timeout`] fails (a slow-body slowloris), except
+//!   a follower's forwarding stream, whose body is quiet while its calls
+//!   wait (dead followers are found by PINGs);
 //! - an idle timeout for HTTP/1.1 keep-alive connections with no request in
 //!   progress. A request is in progress until its response body has been
 //!   sent, so a wait that blocks for hours, or a stream, is never cut;
@@ -302,7 +304,14 @@ async fn serve_connection(c: Conn) {
         let guard = InFlight::start(activity.clone());
         let app = app.clone();
         Box::pin(async move {
-            let req = req.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
+            // A request body that must keep coming, except the forwarding
+            // stream's, which stays quiet while its calls wait.
+            let quiet_by_design = req.uri().path() == crate::grpc::EXCHANGE_PATH;
+            let req = if quiet_by_design {
+                req.map(Body::new)
+            } else {
+                req.map(|body| Body::new(TimeoutBody::new(body_timeout, body)))
+            };
             let response = app.oneshot(req).await?;
             Ok(response.map(|body| {
                 Body::new(Tracked {
