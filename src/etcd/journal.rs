@@ -363,7 +363,9 @@ impl EtcdJournal {
             .iter()
             .map(|&n| TxnOp::delete(keys.entry(n), None))
             .collect();
-        unfinished.extend(parts.keys().copied().chain(orphans).map(|n| {
+        let with_parts: std::collections::BTreeSet<u64> =
+            parts.keys().copied().chain(orphans).collect();
+        unfinished.extend(with_parts.into_iter().map(|n| {
             let parts = format!("{}/", keys.entry(n));
             TxnOp::delete(
                 parts.clone(),
