@@ -77,21 +77,6 @@ fn update_of(notice: Notice) -> Result<WaitUpdate, EngineError> {
     }
 }
 
-fn first_of(admission: Admission) -> WaitUpdate {
-    match admission {
-        Admission::Granted(g) => WaitUpdate::Acquired(g),
-        Admission::Queued {
-            index,
-            position,
-            holder,
-        } => WaitUpdate::Queued {
-            index,
-            position,
-            holder,
-        },
-    }
-}
-
 impl History {
     fn now(&self) -> u64 {
         self.clock.now_ms()
@@ -216,7 +201,7 @@ impl History {
                         self.live.push(Live {
                             stream,
                             waiter,
-                            owed: VecDeque::from([Ok(first_of(admission))]),
+                            owed: VecDeque::from([Ok(WaitUpdate::from(admission))]),
                             informed: false,
                             ended: false,
                         });

@@ -224,18 +224,7 @@ impl EmbeddedEngine {
                 reply,
             })
             .await?;
-        let first = match admission {
-            Admission::Granted(g) => WaitUpdate::Acquired(g),
-            Admission::Queued {
-                index,
-                position,
-                holder,
-            } => WaitUpdate::Queued {
-                index,
-                position,
-                holder,
-            },
-        };
+        let first = WaitUpdate::from(admission);
         let state = WaitState {
             first: Some(first),
             notices: notice_rx,

@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use super::types::{
     AcquireSpec, EndReason, EngineStats, EventKind, FailReason, Grant, HolderView, KeySummary,
-    KeyView, LockEvent, QueuedView, Release, Renewal, Target, UnixMillis,
+    KeyView, LockEvent, QueuedView, Release, Renewal, Target, UnixMillis, WaitUpdate,
 };
 use crate::store::{HeldRecord, Record};
 
@@ -141,6 +141,24 @@ pub enum Admission {
         /// The holder at this moment.
         holder: Option<HolderView>,
     },
+}
+
+/// A wait's first step, as its caller hears it.
+impl From<Admission> for WaitUpdate {
+    fn from(admission: Admission) -> Self {
+        match admission {
+            Admission::Granted(g) => WaitUpdate::Acquired(g),
+            Admission::Queued {
+                index,
+                position,
+                holder,
+            } => WaitUpdate::Queued {
+                index,
+                position,
+                holder,
+            },
+        }
+    }
 }
 
 /// Everything the table produced since it was last drained, in order.
