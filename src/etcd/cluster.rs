@@ -57,6 +57,19 @@ fn still_primary(term: Option<&Validity>) -> Result<(), EngineError> {
     }
 }
 
+/// Awaits `answer`, made without a commit (nothing fences it), and gives it
+/// only if `term` still held once it was made: a primary frozen or cut off
+/// while it read would otherwise answer from state a new primary may have
+/// changed since.
+async fn read_in_term<T>(
+    term: Option<&Validity>,
+    answer: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    let answer = answer.await?;
+    still_primary(term)?;
+    Ok(answer)
+}
+
 /// The etcd backend's engine. See the module docs.
 #[derive(Clone)]
 pub struct ClusterEngine {
@@ -138,9 +151,7 @@ impl ClusterEngine {
         Fut: Future<Output = Result<T, EngineError>>,
     {
         let (engine, term) = self.current_term().await?;
-        let answer = read(engine).await?;
-        still_primary(term.as_ref())?;
-        Ok(answer)
+        read_in_term(term.as_ref(), read(engine)).await
     }
 
     /// [`current`](Self::current), with the term when this gateway is the
@@ -395,5 +406,76 @@ impl Runner {
         self.electing("the primary stepped down".into());
         election.resign(&term).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{Instant, sleep};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Validity, read_in_term};
+    use crate::engine::EngineError;
+
+    /// A term that lapses `after` from now, and the token that ends it
+    /// early.
+    fn term(after: Duration) -> (Validity, CancellationToken) {
+        let lost = CancellationToken::new();
+        (Validity::new(lost.clone(), Instant::now() + after), lost)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_made_within_the_term_is_answered() {
+        let (term, _lost) = term(Duration::from_secs(2));
+        let answer = read_in_term(Some(&term), async {
+            sleep(Duration::from_secs(1)).await;
+            Ok(7)
+        })
+        .await;
+        assert_eq!(answer.ok(), Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_made_while_the_lease_ran_out_is_refused() {
+        // Valid when the read starts; the lease's deadline passes while
+        // the answer is being made (a frozen process, a slow engine).
+        let (term, _lost) = term(Duration::from_secs(2));
+        assert!(term.is_valid());
+        let answer = read_in_term(Some(&term), async {
+            sleep(Duration::from_secs(3)).await;
+            Ok(7)
+        })
+        .await;
+        assert!(
+            matches!(answer, Err(EngineError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_made_while_the_term_was_lost_is_refused() {
+        let (term, lost) = term(Duration::from_secs(60));
+        let answer = read_in_term(Some(&term), async {
+            lost.cancel();
+            Ok(7)
+        })
+        .await;
+        assert!(
+            matches!(answer, Err(EngineError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forwarded_read_is_the_primarys_to_check() {
+        // No term here: the answer came from the primary, which checked.
+        let answer = read_in_term(None, async {
+            sleep(Duration::from_secs(3)).await;
+            Ok(7)
+        })
+        .await;
+        assert_eq!(answer.ok(), Some(7));
     }
 }

@@ -98,6 +98,16 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// A term that is valid until `deadline` unless `lost` is cancelled
+    /// first, for tests of the code that checks terms.
+    #[cfg(test)]
+    pub(crate) fn new(lost: CancellationToken, deadline: Instant) -> Self {
+        Self {
+            lost,
+            deadline: Arc::new(Mutex::new(deadline)),
+        }
+    }
+
     /// See [`Leadership::is_valid`].
     pub fn is_valid(&self) -> bool {
         !self.lost.is_cancelled() && Instant::now() < *lock(&self.deadline)
