@@ -11,7 +11,7 @@ use std::{path::Path, process::Command, time::Duration};
 use baton::client::{Client, ClientError};
 use baton::proto::v1::{
     self as pb, election_client::ElectionClient, lock_client::LockClient, release_request,
-    renew_request, wait_event,
+    wait_event,
 };
 use common::{
     Server,
@@ -131,11 +131,7 @@ async fn grpc_refuses_missing_unknown_and_out_of_bounds_tokens() {
         .unwrap_err();
     let renew = lock
         .renew(req(
-            pb::RenewRequest {
-                key: "jobs/a".into(),
-                target: Some(renew_request::Target::Index(index)),
-                ttl_ms: 1000,
-            },
+            common::renew_index("jobs/a", index, 1000),
             Some(READER),
         ))
         .await

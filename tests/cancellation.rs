@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use baton::proto::v1::{self as pb, lock_client::LockClient, renew_request};
+use baton::proto::v1::{self as pb, lock_client::LockClient};
 use common::{Server, acquire, eventually, release, view, wait_req};
 use futures::StreamExt;
 use tokio::{
@@ -126,13 +126,9 @@ async fn abandoned_requests_on_every_surface_leave_nothing_behind() {
         tokio::spawn(async move {
             let mut renews = 0u64;
             while !stop.is_cancelled() {
-                c.renew(pb::RenewRequest {
-                    key: "busy".into(),
-                    target: Some(renew_request::Target::Index(busy)),
-                    ttl_ms: 0,
-                })
-                .await
-                .expect("renew the busy holder");
+                c.renew(common::renew_index("busy", busy, 0))
+                    .await
+                    .expect("renew the busy holder");
                 renews += 1;
             }
             renews
@@ -170,13 +166,7 @@ async fn abandoned_requests_on_every_surface_leave_nothing_behind() {
                             .await;
                     }
                     1 => {
-                        let _ = other
-                            .renew(pb::RenewRequest {
-                                key: key.into(),
-                                target: Some(renew_request::Target::Value(value)),
-                                ttl_ms: 60_000,
-                            })
-                            .await;
+                        let _ = other.renew(common::renew_value(key, &value, 60_000)).await;
                     }
                     _ => {}
                 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baton::proto::v1::{self as pb, release_request, renew_request, wait_event};
+use baton::proto::v1::{self as pb, release_request, wait_event};
 use common::Server;
 use tonic::Code;
 
@@ -102,13 +102,7 @@ async fn worker(
                         before: Box::new(Known::Held { index, ttl_ms }),
                         op: Op::Renew { ttl_ms: new_ttl },
                     };
-                    let r = c
-                        .renew(pb::RenewRequest {
-                            key: key.clone(),
-                            target: Some(renew_request::Target::Index(index)),
-                            ttl_ms: new_ttl,
-                        })
-                        .await;
+                    let r = c.renew(common::renew_index(&key, index, new_ttl)).await;
                     if r.is_err() {
                         return;
                     }

@@ -73,11 +73,7 @@ async fn a_lock_taken_through_one_gateway_is_seen_and_handed_on_through_another(
     );
     // Renew and release through the other gateway, by value.
     let r = ca
-        .renew(pb::RenewRequest {
-            key: "shared".into(),
-            target: Some(pb::renew_request::Target::Value("via-b".into())),
-            ttl_ms: 5_000,
-        })
+        .renew(common::renew_value("shared", "via-b", 5_000))
         .await
         .unwrap()
         .into_inner();

@@ -52,12 +52,7 @@ async fn etcd_stopped_and_restarted_under_a_gateway() {
     );
     let t = Instant::now();
     unavailable(
-        c.renew(pb::RenewRequest {
-            key: "o".into(),
-            target: Some(pb::renew_request::Target::Index(holder)),
-            ttl_ms: 0,
-        })
-        .await,
+        c.renew(common::renew_index("o", holder, 0)).await,
         t,
         "renew while down",
     );

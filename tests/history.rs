@@ -15,9 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use baton::proto::v1::{
-    self as pb, lock_client::LockClient, release_request, renew_request, wait_event,
-};
+use baton::proto::v1::{self as pb, lock_client::LockClient, release_request, wait_event};
 use common::{
     Server,
     etcd::Etcd,
@@ -144,13 +142,7 @@ async fn client(id: usize, url: Url, history: Arc<History>, stop: CancellationTo
                 () = &mut ended => {}
             }
             let sent = Instant::now();
-            let r = c
-                .renew(pb::RenewRequest {
-                    key: key.into(),
-                    target: Some(renew_request::Target::Index(index)),
-                    ttl_ms,
-                })
-                .await;
+            let r = c.renew(common::renew_index(key, index, ttl_ms)).await;
             if r.is_ok() {
                 history.record(Event::Renewed {
                     index,

@@ -634,7 +634,7 @@ async fn dropping_a_watch_ends_it_on_the_primary() {
 /// a follower's service layer over a `RemoteEngine`: code and message.
 #[tokio::test]
 async fn a_followers_clients_see_what_the_primarys_see() {
-    use baton::proto::v1::{self as pb, release_request, renew_request};
+    use baton::proto::v1::{self as pb, release_request};
     use baton::service::{Service, ServiceLimits};
 
     let s = Server::memory();
@@ -656,11 +656,7 @@ async fn a_followers_clients_see_what_the_primarys_see() {
     let forwarded = err(follower.wait(req).await);
     assert_eq!(seen(Ok(direct)), seen(Err(forwarded)));
     // Renew and release of nothing.
-    let renew = pb::RenewRequest {
-        key: "f".into(),
-        target: Some(renew_request::Target::Index(999_999)),
-        ttl_ms: 1,
-    };
+    let renew = common::renew_index("f", 999_999, 1);
     let direct = err(primary.renew(renew.clone()).await);
     let forwarded = err(follower.renew(renew).await);
     assert_eq!(seen(Ok(direct)), seen(Err(forwarded)));

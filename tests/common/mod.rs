@@ -13,7 +13,7 @@ pub mod history;
 
 use baton::proto::v1::{
     self as pb, election_client::ElectionClient, lock_client::LockClient, release_request,
-    wait_event,
+    renew_request, wait_event,
 };
 use tonic::{Streaming, transport::Channel};
 
@@ -238,6 +238,24 @@ pub fn wait_req(key: &str, value: &str, ttl_ms: u64, timeout_ms: Option<u64>) ->
         ttl_ms,
         timeout_ms,
         ..Default::default()
+    }
+}
+
+/// A Renew request for the hold with `index` (the fencing token).
+pub fn renew_index(key: &str, index: u64, ttl_ms: u64) -> pb::RenewRequest {
+    pb::RenewRequest {
+        key: key.into(),
+        target: Some(renew_request::Target::Index(index)),
+        ttl_ms,
+    }
+}
+
+/// A Renew request for the hold with `value`.
+pub fn renew_value(key: &str, value: &str, ttl_ms: u64) -> pb::RenewRequest {
+    pb::RenewRequest {
+        key: key.into(),
+        target: Some(renew_request::Target::Value(value.into())),
+        ttl_ms,
     }
 }
 

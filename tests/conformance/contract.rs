@@ -185,11 +185,7 @@ pub async fn renew_by_index_and_by_value(backend: Backend) {
     let mut c = server.lock().await;
     let (_h, index) = acquire(&mut c, "rn", "me", 400).await;
     let r = c
-        .renew(pb::RenewRequest {
-            key: "rn".into(),
-            target: Some(renew_request::Target::Index(index)),
-            ttl_ms: 2000,
-        })
+        .renew(common::renew_index("rn", index, 2000))
         .await
         .unwrap()
         .into_inner();
@@ -207,21 +203,13 @@ pub async fn renew_by_index_and_by_value(backend: Backend) {
         "renewed hold expired"
     );
     let r = c
-        .renew(pb::RenewRequest {
-            key: "rn".into(),
-            target: Some(renew_request::Target::Value("me".into())),
-            ttl_ms: 2000,
-        })
+        .renew(common::renew_value("rn", "me", 2000))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.index, index);
     let err = c
-        .renew(pb::RenewRequest {
-            key: "rn".into(),
-            target: Some(renew_request::Target::Index(index + 100)),
-            ttl_ms: 1000,
-        })
+        .renew(common::renew_index("rn", index + 100, 1000))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -425,11 +413,7 @@ pub async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backe
     let (_h, index) = acquire(&mut c, "rt", "", 600_000).await;
     let before = server.now_ms();
     let r = c
-        .renew(pb::RenewRequest {
-            key: "rt".into(),
-            target: Some(renew_request::Target::Index(index)),
-            ttl_ms: 300,
-        })
+        .renew(common::renew_index("rt", index, 300))
         .await
         .unwrap()
         .into_inner();
@@ -462,11 +446,7 @@ pub async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backe
         other => panic!("expected queued, got {other:?}"),
     };
     let r = c
-        .renew(pb::RenewRequest {
-            key: "rt".into(),
-            target: Some(renew_request::Target::Value("next".into())),
-            ttl_ms: 120_000,
-        })
+        .renew(common::renew_value("rt", "next", 120_000))
         .await
         .unwrap()
         .into_inner();
@@ -637,13 +617,7 @@ pub async fn watch_reports_every_kind_of_change(backend: Backend) {
         wait_event::Event::Queued(q) => q.index,
         other => panic!("expected queued, got {other:?}"),
     };
-    c.renew(pb::RenewRequest {
-        key: "ev".into(),
-        target: Some(renew_request::Target::Value("a".into())),
-        ttl_ms: 0,
-    })
-    .await
-    .unwrap();
+    c.renew(common::renew_value("ev", "a", 0)).await.unwrap();
     let err = next_event(&mut sc).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     // Wait for the cancellation before releasing, so the order is known.
@@ -812,11 +786,7 @@ pub async fn a_semaphore_holds_up_to_its_limit_and_hands_over_in_order(backend: 
     assert_eq!(holders, vec![held[0].1, held[2].1, q4.index]);
     // Each holder renews on its own.
     let r = c
-        .renew(pb::RenewRequest {
-            key: "sem".into(),
-            target: Some(renew_request::Target::Index(held[2].1)),
-            ttl_ms: 60_000,
-        })
+        .renew(common::renew_index("sem", held[2].1, 60_000))
         .await
         .unwrap()
         .into_inner();
