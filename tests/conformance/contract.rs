@@ -25,7 +25,7 @@ use crate::fixture::{Backend, Fixture, Options};
 /// Opens a wait that must queue, and returns its stream past the
 /// `Queued` event.
 async fn queued(c: &mut LockClient<Channel>, req: pb::WaitRequest) -> Streaming<pb::WaitEvent> {
-    let mut s = c.wait(req).await.unwrap().into_inner();
+    let mut s = common::wait(c, req).await;
     let first = next_event(&mut s).await.unwrap();
     assert!(matches!(first, wait_event::Event::Queued(_)), "{first:?}");
     s
@@ -45,11 +45,7 @@ pub async fn fifty_waiters_are_granted_in_fifo_order_one_at_a_time(backend: Back
     let mut queued_indexes = Vec::new();
     for i in 0..50 {
         let mut c = server.lock().await;
-        let mut s = c
-            .wait(wait_req("fifo", "", 0, None))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut s = common::wait(&mut c, wait_req("fifo", "", 0, None)).await;
         match next_event(&mut s).await.unwrap() {
             wait_event::Event::Queued(q) => {
                 assert_eq!(q.position, i + 1);
@@ -112,11 +108,7 @@ pub async fn timeout_zero_and_timeout_n(backend: Backend) {
     let mut c = server.lock().await;
     // Free: timeout 0 acquires.
     let (_h, index) = {
-        let mut s = c
-            .wait(wait_req("t", "", 0, Some(0)))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut s = common::wait(&mut c, wait_req("t", "", 0, Some(0))).await;
         match next_event(&mut s).await.unwrap() {
             wait_event::Event::Acquired(a) => (s, a.index),
             other => panic!("{other:?}"),
@@ -229,16 +221,8 @@ pub async fn same_value_joins_and_holder_reacquire_renews(backend: Backend) {
     let (_h, first) = acquire(&mut c, "j", "", 0).await;
     let mut a = server.lock().await;
     let mut b = server.lock().await;
-    let mut sa = a
-        .wait(wait_req("j", "x", 5000, None))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut sb = b
-        .wait(wait_req("j", "x", 5000, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut sa = common::wait(&mut a, wait_req("j", "x", 5000, None)).await;
+    let mut sb = common::wait(&mut b, wait_req("j", "x", 5000, None)).await;
     let qa = next_event(&mut sa).await.unwrap();
     let qb = next_event(&mut sb).await.unwrap();
     match (qa, qb) {
@@ -436,11 +420,7 @@ pub async fn renew_with_another_ttl_moves_a_deadline_or_the_ttl_on_acquire(backe
     // A queued entry renewed with another ttl is held with that ttl.
     let (_h2, first) = acquire(&mut c, "rt", "", 0).await;
     let mut w = server.lock().await;
-    let mut s = w
-        .wait(wait_req("rt", "next", 1000, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = common::wait(&mut w, wait_req("rt", "next", 1000, None)).await;
     let queued = match next_event(&mut s).await.unwrap() {
         wait_event::Event::Queued(q) => q.index,
         other => panic!("expected queued, got {other:?}"),
@@ -598,21 +578,13 @@ pub async fn watch_reports_every_kind_of_change(backend: Backend) {
     let mut watch = watch(&mut c, "ev", false).await;
     let (_a, a) = acquire(&mut c, "ev", "a", 0).await;
     let mut wb = server.lock().await;
-    let mut sb = wb
-        .wait(wait_req("ev", "b", 400, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut sb = common::wait(&mut wb, wait_req("ev", "b", 400, None)).await;
     let b = match next_event(&mut sb).await.unwrap() {
         wait_event::Event::Queued(q) => q.index,
         other => panic!("expected queued, got {other:?}"),
     };
     let mut wc = server.lock().await;
-    let mut sc = wc
-        .wait(wait_req("ev", "", 0, Some(300)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut sc = common::wait(&mut wc, wait_req("ev", "", 0, Some(300))).await;
     let cq = match next_event(&mut sc).await.unwrap() {
         wait_event::Event::Queued(q) => q.index,
         other => panic!("expected queued, got {other:?}"),
@@ -740,13 +712,13 @@ pub async fn a_semaphore_holds_up_to_its_limit_and_hands_over_in_order(backend: 
     let mut c = server.lock().await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut s = c.wait(sem_req("sem", 0, 3, 0)).await.unwrap().into_inner();
+        let mut s = common::wait(&mut c, sem_req("sem", 0, 3, 0)).await;
         let a = acquired(&mut s).await;
         held.push((s, a.index));
     }
-    let mut fourth = c.wait(sem_req("sem", 0, 3, 0)).await.unwrap().into_inner();
+    let mut fourth = common::wait(&mut c, sem_req("sem", 0, 3, 0)).await;
     let q4 = common::queued(&mut fourth).await;
-    let mut fifth = c.wait(sem_req("sem", 0, 3, 0)).await.unwrap().into_inner();
+    let mut fifth = common::wait(&mut c, sem_req("sem", 0, 3, 0)).await;
     let q5 = common::queued(&mut fifth).await;
     assert_eq!((q4.position, q5.position), (1, 2));
     assert_eq!(
@@ -811,18 +783,10 @@ pub async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend
     assert!(err.message().contains("lock_delay"), "{}", err.message());
 
     let mut events = watch(&mut c, "d", false).await;
-    let mut first = c
-        .wait(sem_req("d", 300, 1, 1_500))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut first = common::wait(&mut c, sem_req("d", 300, 1, 1_500)).await;
     let a1 = acquired(&mut first).await;
     let mut w = server.lock().await;
-    let mut second = w
-        .wait(sem_req("d", 10_000, 1, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut second = common::wait(&mut w, sem_req("d", 10_000, 1, 0)).await;
     common::queued(&mut second).await;
     let until = a1.deadline_unix_ms + 1_500;
 
@@ -867,13 +831,9 @@ pub async fn a_lock_delay_follows_an_expiry_and_never_a_release(backend: Backend
     // A release ends a hold with a lock-delay at once: the next waiter is
     // granted without waiting out the delay (5 s here, past the bound
     // below).
-    let mut third = c
-        .wait(sem_req("r", 300, 1, 5_000))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut third = common::wait(&mut c, sem_req("r", 300, 1, 5_000)).await;
     let a3 = acquired(&mut third).await;
-    let mut fourth = w.wait(sem_req("r", 0, 1, 0)).await.unwrap().into_inner();
+    let mut fourth = common::wait(&mut w, sem_req("r", 0, 1, 0)).await;
     common::queued(&mut fourth).await;
     let released = Instant::now();
     release(&mut c, "r", a3.index).await;
@@ -892,23 +852,11 @@ pub async fn check_says_whether_a_fencing_token_is_current(backend: Backend) {
     let r = c.check(check(1)).await.unwrap().into_inner();
     assert!(!r.current && r.holders.is_empty());
 
-    let mut s1 = c
-        .wait(sem_req("fence", 0, 2, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s1 = common::wait(&mut c, sem_req("fence", 0, 2, 0)).await;
     let i1 = acquired(&mut s1).await.index;
-    let mut s2 = c
-        .wait(sem_req("fence", 0, 2, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s2 = common::wait(&mut c, sem_req("fence", 0, 2, 0)).await;
     let i2 = acquired(&mut s2).await.index;
-    let mut s3 = c
-        .wait(sem_req("fence", 0, 2, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s3 = common::wait(&mut c, sem_req("fence", 0, 2, 0)).await;
     let i3 = common::queued(&mut s3).await.index;
     for (index, current) in [(i1, true), (i2, true), (i3, false), (i3 + 100, false)] {
         let r = c.check(check(index)).await.unwrap().into_inner();
