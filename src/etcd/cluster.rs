@@ -426,14 +426,26 @@ mod tests {
         (Validity::new(lost.clone(), Instant::now() + after), lost)
     }
 
+    /// A read that takes `took` to answer 7, checked against `term`.
+    async fn read_taking(term: Option<&Validity>, took: Duration) -> Result<u32, EngineError> {
+        read_in_term(term, async move {
+            sleep(took).await;
+            Ok(7)
+        })
+        .await
+    }
+
+    fn assert_refused(answer: Result<u32, EngineError>) {
+        assert!(
+            matches!(answer, Err(EngineError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_read_made_within_the_term_is_answered() {
         let (term, _lost) = term(Duration::from_secs(2));
-        let answer = read_in_term(Some(&term), async {
-            sleep(Duration::from_secs(1)).await;
-            Ok(7)
-        })
-        .await;
+        let answer = read_taking(Some(&term), Duration::from_secs(1)).await;
         assert_eq!(answer.ok(), Some(7));
     }
 
@@ -443,39 +455,25 @@ mod tests {
         // the answer is being made (a frozen process, a slow engine).
         let (term, _lost) = term(Duration::from_secs(2));
         assert!(term.is_valid());
-        let answer = read_in_term(Some(&term), async {
-            sleep(Duration::from_secs(3)).await;
-            Ok(7)
-        })
-        .await;
-        assert!(
-            matches!(answer, Err(EngineError::Unavailable(_))),
-            "{answer:?}"
-        );
+        assert_refused(read_taking(Some(&term), Duration::from_secs(3)).await);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_read_made_while_the_term_was_lost_is_refused() {
         let (term, lost) = term(Duration::from_secs(60));
-        let answer = read_in_term(Some(&term), async {
-            lost.cancel();
-            Ok(7)
-        })
-        .await;
-        assert!(
-            matches!(answer, Err(EngineError::Unavailable(_))),
-            "{answer:?}"
+        assert_refused(
+            read_in_term(Some(&term), async {
+                lost.cancel();
+                Ok(7)
+            })
+            .await,
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_forwarded_read_is_the_primarys_to_check() {
         // No term here: the answer came from the primary, which checked.
-        let answer = read_in_term(None, async {
-            sleep(Duration::from_secs(3)).await;
-            Ok(7)
-        })
-        .await;
+        let answer = read_taking(None, Duration::from_secs(3)).await;
         assert_eq!(answer.ok(), Some(7));
     }
 }
