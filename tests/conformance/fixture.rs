@@ -222,8 +222,26 @@ fn service(
 /// in-memory pipes until `stop`.
 fn serve(service: Service, stop: &CancellationToken) -> Pipes {
     let (tx, rx) = mpsc::unbounded_channel::<DuplexStream>();
-    let routes = baton::grpc::routes(service).expect("routes");
     let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok::<_, io::Error>);
+    serve_on(service, incoming, stop);
+    Pipes(tx)
+}
+
+/// Serves `service`'s gRPC routes on the connections `incoming` yields,
+/// until `stop`.
+fn serve_on<IO>(
+    service: Service,
+    incoming: impl futures::Stream<Item = io::Result<IO>> + Send + 'static,
+    stop: &CancellationToken,
+) where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    let routes = baton::grpc::routes(service).expect("routes");
     let stop = stop.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -231,7 +249,6 @@ fn serve(service: Service, stop: &CancellationToken) -> Pipes {
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
     });
-    Pipes(tx)
 }
 
 /// Opens connections to a service [`serve`]d in process: each is one
@@ -305,15 +322,11 @@ async fn gateway(
         )
         .expect("gateway"),
     );
-    let routes = baton::grpc::routes(service(&engine, limits, stop, clock)).expect("routes");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await
-    });
+    serve_on(
+        service(&engine, limits, stop, clock),
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        stop,
+    );
     (engine, url)
 }
 
