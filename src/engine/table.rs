@@ -218,6 +218,21 @@ struct KeyQueue {
 }
 
 impl KeyQueue {
+    /// The stored form of this key's entry `e` (at `index`), if it holds.
+    fn held_record(&self, key: &str, index: u64, e: &Entry) -> Option<HeldRecord> {
+        let hold = e.hold.as_ref()?;
+        Some(HeldRecord {
+            key: key.to_owned(),
+            index,
+            value: e.value.clone(),
+            ttl_ms: e.ttl_ms,
+            acquired_at: hold.acquired_at,
+            deadline: hold.deadline,
+            limit: self.limit,
+            lock_delay_ms: e.lock_delay_ms,
+        })
+    }
+
     fn new(limit: u32) -> Self {
         Self {
             entries: BTreeMap::new(),
@@ -363,15 +378,15 @@ impl LockTable {
     /// still running. What a journal compacts its log into, so that no
     /// journal keeps a copy of the holds of its own.
     pub fn stored(&self) -> Vec<HeldRecord> {
-        let mut holds: Vec<HeldRecord> = self
-            .keys
-            .iter()
-            .flat_map(|(key, q)| {
-                q.entries
-                    .keys()
-                    .map_while(move |&index| self.held_record(key, index))
-            })
-            .collect();
+        // Every entry, held or waiting, is an upper bound: one allocation.
+        let mut holds = Vec::with_capacity(self.key_of_index.len() + self.delayed.len());
+        holds.extend(self.keys.iter().flat_map(|(key, q)| {
+            // The holders are a prefix of the entries; each is read where
+            // it lies, without looking its key up again.
+            q.entries
+                .iter()
+                .map_while(move |(&index, e)| q.held_record(key, index, e))
+        }));
         holds.extend(self.delayed.values().cloned());
         holds
     }
@@ -761,18 +776,7 @@ impl LockTable {
     /// The stored form of the entry `index` of `key` as it holds now.
     fn held_record(&self, key: &str, index: u64) -> Option<HeldRecord> {
         let q = self.keys.get(key)?;
-        let e = q.entries.get(&index)?;
-        let hold = e.hold.as_ref()?;
-        Some(HeldRecord {
-            key: key.to_owned(),
-            index,
-            value: e.value.clone(),
-            ttl_ms: e.ttl_ms,
-            acquired_at: hold.acquired_at,
-            deadline: hold.deadline,
-            limit: q.limit,
-            lock_delay_ms: e.lock_delay_ms,
-        })
+        q.held_record(key, index, q.entries.get(&index)?)
     }
 
     fn head_index(&self, key: &str) -> Option<u64> {
