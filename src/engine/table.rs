@@ -218,6 +218,15 @@ struct KeyQueue {
 }
 
 impl KeyQueue {
+    fn new(limit: u32) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            by_value: HashMap::new(),
+            limit: limit.max(1),
+            delayed_until: None,
+        }
+    }
+
     /// The stored form of this key's entry `e` (at `index`), if it holds.
     fn held_record(&self, key: &str, index: u64, e: &Entry) -> Option<HeldRecord> {
         let hold = e.hold.as_ref()?;
@@ -231,15 +240,6 @@ impl KeyQueue {
             limit: self.limit,
             lock_delay_ms: e.lock_delay_ms,
         })
-    }
-
-    fn new(limit: u32) -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            by_value: HashMap::new(),
-            limit: limit.max(1),
-            delayed_until: None,
-        }
     }
 
     fn held(&self) -> usize {
