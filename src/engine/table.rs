@@ -378,8 +378,9 @@ impl LockTable {
     /// still running. What a journal compacts its log into, so that no
     /// journal keeps a copy of the holds of its own.
     pub fn stored(&self) -> Vec<HeldRecord> {
-        // Every entry, held or waiting, is an upper bound: one allocation.
-        let mut holds = Vec::with_capacity(self.key_of_index.len() + self.delayed.len());
+        // About one holder a key (a lock's); not every entry, which would
+        // count the waiters too.
+        let mut holds = Vec::with_capacity(self.keys.len() + self.delayed.len());
         holds.extend(self.keys.iter().flat_map(|(key, q)| {
             // The holders are a prefix of the entries; each is read where
             // it lies, without looking its key up again.
