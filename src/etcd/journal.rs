@@ -420,13 +420,19 @@ impl EtcdJournal {
         if let Some(last) = self.last.take() {
             last.await?;
         }
+        let plan = self.plan(self.seq, ceiling, holds);
+        self.writer.compact(plan).await
+    }
+
+    /// A compaction into `holds` and `ceiling` as of batch `seq`; the
+    /// count towards the next one starts again.
+    fn plan(&mut self, seq: u64, ceiling: u64, holds: Vec<HeldRecord>) -> Plan {
         self.since_compaction = 0;
-        let plan = Plan {
-            seq: self.seq,
+        Plan {
+            seq,
             ceiling,
             holds,
-        };
-        self.writer.compact(plan).await
+        }
     }
 }
 
@@ -606,14 +612,7 @@ impl Journal for EtcdJournal {
         };
         self.seq = seq;
         self.since_compaction += 1;
-        let compaction = snapshot.map(|holds| {
-            self.since_compaction = 0;
-            Plan {
-                seq,
-                ceiling: index_ceiling,
-                holds,
-            }
-        });
+        let compaction = snapshot.map(|holds| self.plan(seq, index_ceiling, holds));
         let writer = Arc::clone(&self.writer);
         let before = self.last.take();
         let commit: Commit = Box::pin(async move {
